@@ -1,0 +1,48 @@
+# Two commands on a fresh machine:  make bench  (the default CPU sweep + report)  and  make test  (the suite).
+# Both create .venv and install what they need when it is missing or pyproject.toml changed.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The torch wheel for this machine; the package itself only declares a range. Override on a GPU box,
+# e.g. `make test TORCH_SPEC='torch==2.11.0'` or TORCH_SPEC= to keep the torch already installed.
+TORCH_SPEC ?= torch==2.13.0
+SWEEP ?= sweeps/default.yaml
+OUT ?= results/default
+export PATH := $(abspath $(BIN)):$(PATH)
+export MPLBACKEND := Agg
+
+.PHONY: bench test install sweep report check-clean check-export check-readme nbtest pytest clean-runs
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The sweep exits 1 when some points failed (they are recorded): draw the report anyway, then report the failure.
+bench: $(STAMP)
+	@$(BIN)/gte-bench sweep $(SWEEP) --out $(OUT); rc=$$?; \
+	if [ $$rc -le 1 ]; then $(BIN)/gte-bench report $(OUT) || exit $$?; fi; exit $$rc
+
+test: $(STAMP) check-clean check-export check-readme nbtest pytest
+
+check-clean: $(STAMP)
+	@tools/check-unchanged $(BIN)/nbdev-clean
+	@tools/check-unchanged $(BIN)/nbdev-clean --fname bench
+
+check-export: $(STAMP)
+	@tools/check-unchanged $(BIN)/nbdev-export
+
+check-readme: $(STAMP)
+	@tools/check-unchanged $(BIN)/gte-bench readme
+
+nbtest: $(STAMP)
+	IN_TEST=1 $(BIN)/nbdev-test --n-workers 2
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest

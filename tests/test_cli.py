@@ -1,0 +1,40 @@
+"The command line: env, report, readme."
+import json
+
+from gte_bench.records import make_record, write_record
+from conftest import ROOT, gte_bench
+
+
+def test_env_prints_json():
+    r = gte_bench('env')
+    assert r.returncode == 0, r.stderr
+    env = json.loads(r.stdout)
+    assert env['torch'] and env['transformers'] and env['cpu_count_logical'] >= 1
+    assert env['nvml'] == 'ok' or env['gpu_count'] == 0
+
+
+def test_report_on_empty_folder_is_a_clear_error(tmp_path):
+    r = gte_bench('report', tmp_path)
+    assert r.returncode == 2 and 'no records under' in r.stderr
+
+
+def test_report_writes_plots(tmp_path):
+    base = dict(model='gte-small-zh', device='cpu', dtype='fp32', padding='max_length', weights='random')
+    for bs in (1, 4):
+        for ml in (16, 64):
+            m = dict(n=10, p50_ms=bs * ml * 0.1, p90_ms=bs * ml * 0.12, p95_ms=bs * ml * 0.13, p99_ms=bs * ml * 0.15,
+                     mean_ms=bs * ml * 0.11, items_per_s=bs / (bs * ml * 1.1e-4), seq_len_mean=float(ml))
+            write_record(make_record({**base, 'batch_size': bs, 'max_length': ml}, m, dict(cpu_model='test cpu')), tmp_path)
+    write_record(make_record({**base, 'batch_size': 512, 'max_length': 512}, status='error', error='MemoryError: boom'), tmp_path)
+    r = gte_bench('report', tmp_path)
+    assert r.returncode == 0, r.stderr
+    rep = tmp_path / 'report'
+    for f in ('latency_vs_batch.png', 'latency_vs_length.png', 'throughput_vs_batch.png', 'report.md', 'report.ipynb'):
+        assert (rep / f).stat().st_size > 0, f
+    md = (rep / 'report.md').read_text()
+    assert '4 successful runs, 1 failed' in md and 'MemoryError: boom' in md and 'cpu_model=test cpu' in md
+
+
+def test_readme_is_current():
+    r = gte_bench('readme', '--check', cwd=ROOT)
+    assert r.returncode == 0, r.stderr

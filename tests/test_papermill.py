@@ -1,0 +1,66 @@
+"The papermill round trip of the benchmark notebook: injection, the record it writes, and nbdev-clean keeping the tag."
+import shutil, subprocess, sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+from gte_bench.records import METRIC_COLUMNS, read_record, record_path
+from gte_bench.sweep import KERNEL_KW, _kernel_env, bench_notebook, notebook_defaults
+from conftest import ROOT
+
+BENCH = sorted((ROOT / 'bench').glob('*.ipynb'))
+
+
+def _tags(cell): return cell.get('metadata', {}).get('tags', [])
+
+
+@pytest.mark.parametrize('nb', BENCH, ids=lambda p: p.name)
+def test_bench_notebooks_have_one_parameters_cell(nb):
+    cells = nbformat.read(str(nb), as_version=4).cells
+    assert sum('parameters' in _tags(c) for c in cells) == 1
+    assert notebook_defaults(nb)   # literal defaults only
+
+
+def test_nbdev_clean_keeps_parameters_tag(tmp_path):
+    nb = tmp_path / 'b.ipynb'
+    shutil.copy(bench_notebook('embed_latency'), nb)
+    raw = nbformat.read(str(nb), as_version=4)
+    raw.cells[1].metadata['collapsed'] = True          # something nbdev-clean must strip
+    raw.cells[1].execution_count = 7
+    nbformat.write(raw, str(nb))
+    subprocess.run([str(Path(sys.executable).parent / 'nbdev-clean'), '--fname', str(nb)], check=True, cwd=ROOT)
+    cells = nbformat.read(str(nb), as_version=4).cells
+    assert [i for i, c in enumerate(cells) if 'parameters' in _tags(c)] == [1]
+    assert 'collapsed' not in cells[1].metadata and cells[1].execution_count is None
+
+
+def test_papermill_round_trip(tmp_path):
+    nb = bench_notebook('embed_latency')
+    params = dict(model='gte-small-zh', batch_size=2, max_length=16, warmup=1, min_iters=4, duration_s=0.0)
+    out_nb, out_dir = tmp_path / 'run.ipynb', tmp_path / 'records'
+    _kernel_env()
+    pm.execute_notebook(str(nb), str(out_nb), parameters={**params, 'out_dir': str(out_dir)},
+                        kernel_name='python3', progress_bar=False, **KERNEL_KW)
+
+    cells = nbformat.read(str(out_nb), as_version=4).cells
+    i = next(i for i, c in enumerate(cells) if 'parameters' in _tags(c))
+    assert 'injected-parameters' in _tags(cells[i + 1])
+    assert 'batch_size = 2' in cells[i + 1].source and 'max_length = 16' in cells[i + 1].source
+
+    defaults = notebook_defaults(nb)
+    config = {k: v for k, v in {**defaults, **params}.items() if k != 'out_dir'}
+    files = list(out_dir.glob('*.parquet'))
+    assert files == [record_path(out_dir, config)], 'the record is named by the hash of the full config'
+    rec = read_record(files[0])
+    assert set(METRIC_COLUMNS) <= set(rec)
+    assert {'run_id', 'config_hash', 'status', 'error', 'model', 'task', 'scenario', 'batch_size', 'max_length',
+            'dtype', 'device', 'padding', 'env_torch', 'env_cpu_model', 'env_git_rev', 'env_timestamp_utc'} <= set(rec)
+    assert rec['status'] == 'ok' and rec['weights'] == 'random'
+    assert (rec['model'], rec['batch_size'], rec['max_length']) == ('gte-small-zh', 2, 16)
+    assert rec['n'] >= 4 and rec['errors'] == 0
+    assert 0 < rec['min_ms'] <= rec['p50_ms'] <= rec['p90_ms'] <= rec['p95_ms'] <= rec['p99_ms'] <= rec['max_ms']
+    assert rec['seq_len_mean'] == 16.0        # padded to max_length
+    assert rec['items_per_s'] == pytest.approx(2e3 / rec['mean_ms'], rel=1e-6)
+    assert rec['peak_mem_mb'] > 0 and rec['load_s'] > 0

@@ -1,0 +1,64 @@
+"Sweeps through the CLI: failures recorded, points skipped on rerun, and a killed sweep finished by the next run."
+import os, signal, subprocess, sys, time
+
+import pytest
+
+from gte_bench.records import load_results
+from conftest import CLI, gte_bench
+
+
+def _ids(out):
+    df = load_results(out)
+    return dict(zip(df.config_hash, df.run_id)), df
+
+
+def test_failures_are_recorded_and_rerun_skips(sweep_file, tmp_path):
+    spec = sweep_file(dict(max_length=[16, 9999], batch_size=[1]))
+    out, runs = tmp_path / 'res', tmp_path / 'runs'
+    r = gte_bench('sweep', spec, '--out', out, '--runs', runs)
+    assert r.returncode == 1, r.stderr          # one point failed: non-zero, but the sweep went on
+    ids, df = _ids(out)
+    assert sorted(df.status) == ['error', 'ok']
+    err = df[df.status == 'error'].iloc[0]
+    assert 'max_length=9999 is outside 1..512' in err.error and str(runs) in err.error
+    assert err.max_length == 9999 and err.env_torch          # config and environment kept on failure
+
+    r = gte_bench('sweep', spec, '--out', out, '--runs', runs)
+    assert r.returncode == 0 and '2 already recorded, 0 to run' in r.stdout + r.stderr
+    assert _ids(out)[0] == ids                               # nothing redone
+
+    r = gte_bench('sweep', spec, '--out', out, '--runs', runs, '--retry-failed')
+    assert '1 already recorded, 1 to run' in r.stdout + r.stderr
+    ids2, df2 = _ids(out)
+    ok_hash = df[df.status == 'ok'].config_hash.iloc[0]
+    assert ids2[ok_hash] == ids[ok_hash]                     # the ok point was not rerun
+    assert ids2[err.config_hash] != ids[err.config_hash]     # the failed one was
+
+
+def test_bad_sweep_file_is_a_clear_error(sweep_file, tmp_path):
+    r = gte_bench('sweep', sweep_file(dict(batchsize=[1, 2])), '--out', tmp_path / 'o')
+    assert r.returncode == 2 and "does not take: ['batchsize']" in r.stderr
+    assert not (tmp_path / 'o').exists()                     # nothing ran
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['ctrl-c', 'kill'])
+def test_interrupted_sweep_resumes(sweep_file, tmp_path, sig):
+    spec = sweep_file(dict(batch_size=[1, 2, 3, 4]), duration_s=1.0)
+    out, runs = tmp_path / 'res', tmp_path / 'runs'
+    p = subprocess.Popen([CLI, 'sweep', str(spec), '--out', str(out), '--runs', str(runs)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while len(list(out.glob('*.parquet'))) < 1 and time.time() < deadline and p.poll() is None: time.sleep(0.2)
+    p.send_signal(sig)
+    log = p.communicate(timeout=120)[0]
+    assert p.returncode != 0, log
+    assert 'finished records are kept' in log
+    before, df = _ids(out)
+    assert 1 <= len(before) < 4 and set(df.status) == {'ok'}
+    assert not list(out.glob('.*.tmp')), 'no temporary file left behind'
+
+    r = gte_bench('sweep', spec, '--out', out, '--runs', runs)
+    assert r.returncode == 0, r.stdout + r.stderr
+    after, df = _ids(out)
+    assert len(after) == 4 and set(df.status) == {'ok'}
+    assert {h: after[h] for h in before} == before           # finished points were not redone

@@ -46,10 +46,12 @@ def test_interrupted_sweep_resumes(sweep_file, tmp_path, sig):
     spec = sweep_file(dict(batch_size=[1, 2, 3, 4]), duration_s=1.0)
     out, runs = tmp_path / 'res', tmp_path / 'runs'
     p = subprocess.Popen([CLI, 'sweep', str(spec), '--out', str(out), '--runs', str(runs)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 240
     while len(list(out.glob('*.parquet'))) < 1 and time.time() < deadline and p.poll() is None: time.sleep(0.2)
-    p.send_signal(sig)
+    time.sleep(1.0)                                          # land inside the next point
+    if sig == signal.SIGINT: os.killpg(p.pid, sig)           # Ctrl-C: the terminal signals the whole group
+    else: p.send_signal(sig)                                 # kill: the sweep process alone
     log = p.communicate(timeout=120)[0]
     assert p.returncode != 0, log
     assert 'finished records are kept' in log

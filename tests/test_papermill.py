@@ -56,7 +56,9 @@ def test_papermill_round_trip(tmp_path):
     rec = read_record(files[0])
     assert set(METRIC_COLUMNS) <= set(rec)
     assert {'run_id', 'config_hash', 'status', 'error', 'model', 'task', 'scenario', 'batch_size', 'max_length',
-            'dtype', 'device', 'padding', 'env_torch', 'env_cpu_model', 'env_git_rev', 'env_timestamp_utc'} <= set(rec)
+            'dtype', 'device', 'padding', 'env_torch', 'env_cpu_model', 'env_git_rev', 'env_timestamp_utc',
+            'p95_ci_lo_ms', 'p95_ci_hi_ms', 'max_claimable_pct', 'tokenize_p50_ms', 'forward_p50_ms',
+            'postprocess_p50_ms'} <= set(rec)
     assert rec['status'] == 'ok' and rec['weights'] == 'random'
     assert (rec['model'], rec['batch_size'], rec['max_length']) == ('gte-small-zh', 2, 16)
     assert rec['n'] >= 4 and rec['errors'] == 0
@@ -64,3 +66,6 @@ def test_papermill_round_trip(tmp_path):
     assert rec['seq_len_mean'] == 16.0        # padded to max_length
     assert rec['items_per_s'] == pytest.approx(2e3 / rec['mean_ms'], rel=1e-6)
     assert rec['peak_mem_mb'] > 0 and rec['load_s'] > 0
+    assert rec['p95_ci_lo_ms'] <= rec['p95_ms'] <= rec['p95_ci_hi_ms']
+    assert rec['max_claimable_pct'] != rec['max_claimable_pct']   # 4 samples support no percentile claim: NaN
+    assert 0 < rec['tokenize_p50_ms'] < rec['forward_p50_ms']

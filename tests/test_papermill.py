@@ -3,6 +3,7 @@ import shutil, subprocess, sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill as pm
 import pytest
 
@@ -38,7 +39,8 @@ def test_nbdev_clean_keeps_parameters_tag(tmp_path):
 
 def test_papermill_round_trip(tmp_path):
     nb = bench_notebook('embed_latency')
-    params = dict(model='gte-small-zh', batch_size=2, max_length=16, warmup=1, min_iters=4, duration_s=0.0)
+    params = dict(model='gte-small-zh', batch_size=2, max_length=16, warmup=1, min_iters=4, duration_s=0.3,
+                  telemetry_rate_hz=50)
     out_nb, out_dir = tmp_path / 'run.ipynb', tmp_path / 'records'
     _kernel_env()
     pm.execute_notebook(str(nb), str(out_nb), parameters={**params, 'out_dir': str(out_dir)},
@@ -67,5 +69,11 @@ def test_papermill_round_trip(tmp_path):
     assert rec['items_per_s'] == pytest.approx(2e3 / rec['mean_ms'], rel=1e-6)
     assert rec['peak_mem_mb'] > 0 and rec['load_s'] > 0
     assert rec['p95_ci_lo_ms'] <= rec['p95_ms'] <= rec['p95_ci_hi_ms']
-    assert rec['max_claimable_pct'] != rec['max_claimable_pct']   # 4 samples support no percentile claim: NaN
+    assert rec['n'] < 11 or rec['max_claimable_pct'] >= 50          # NaN below 11 samples: no claim at all
+    assert (rec['max_claimable_pct'] != rec['max_claimable_pct']) == (rec['n'] < 11)
     assert 0 < rec['tokenize_p50_ms'] < rec['forward_p50_ms']
+    # telemetry: without an NVIDIA device the sampler falls back to the process and says so
+    assert rec['telemetry_source'].startswith('cpu-fallback') and rec['mem_source'] == 'process RSS'
+    assert rec['telemetry_phase'] == 'measure' and rec['telemetry_samples'] >= 5 and rec['rss_peak_mb'] > 0
+    timeline = pd.read_parquet(out_dir / 'timelines' / files[0].name)
+    assert {'warmup', 'measure', 'breakdown'} <= set(timeline.phase.dropna()) and (timeline.rss_mb > 0).all()

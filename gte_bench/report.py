@@ -1,4 +1,4 @@
-"""Plots and tables from a folder of run records: latency percentiles against batch size and sequence length, throughput against batch size.
+"""Plots and tables from a folder of run records: latency percentiles against batch size and sequence length, throughput against batch size, and the speed-up and fidelity of optimization ablations.
 
 Docs: https://gte-bench.github.io/gte_bench/report.html.md"""
 
@@ -18,18 +18,21 @@ import seaborn as sns
 from .records import load_results
 
 # %% auto #0
-__all__ = ['PCTS', 'STAGES', 'SUMMARY_COLUMNS', 'ok_runs', 'plot_latency_vs_batch', 'plot_latency_vs_length', 'plot_throughput',
-           'plot_breakdown', 'growth_fit', 'growth_table', 'plot_length_fit', 'summary_table', 'failures_table',
-           'environment_lines', 'write_report']
+__all__ = ['PCTS', 'STAGES', 'SUMMARY_COLUMNS', 'ABLATION_COLUMNS', 'ok_runs', 'plot_latency_vs_batch', 'plot_latency_vs_length',
+           'plot_throughput', 'plot_breakdown', 'growth_fit', 'growth_table', 'plot_length_fit', 'summary_table',
+           'failures_table', 'environment_lines', 'is_ablation', 'ablation_table', 'best_variants', 'plot_ablation',
+           'write_report']
 
 # %% ../nbs/05_report.ipynb #f48098dc
 PCTS = {'p50_ms': 'p50', 'p95_ms': 'p95', 'p99_ms': 'p99'}
 
 def ok_runs(df:pd.DataFrame) -> pd.DataFrame:
-    "Successful runs with a `setup` column naming model, device and dtype"
+    "Successful runs with a `setup` column naming the task (when not embedding), model, device and dtype"
     ok = df[df.status == 'ok'].copy()
     if ok.empty: return ok
-    ok['setup'] = ok['model'].astype(str) + ' · ' + ok['device'].astype(str) + ' · ' + ok['dtype'].astype(str)
+    task = ok['task'].fillna('embed').astype(str) if 'task' in ok else pd.Series('embed', index=ok.index)
+    ok['setup'] = (task.where(task != 'embed', '').map(lambda t: f'{t} · ' if t else '') + ok['model'].astype(str)
+                   + ' · ' + ok['device'].astype(str) + ' · ' + ok['dtype'].astype(str))
     return ok
 
 def _long(ok:pd.DataFrame) -> pd.DataFrame:
@@ -130,7 +133,7 @@ def plot_length_fit(ok:pd.DataFrame, fits:pd.DataFrame):
     return fig
 
 # %% ../nbs/05_report.ipynb #7ff6f384
-SUMMARY_COLUMNS = ['model', 'weights', 'device', 'dtype', 'batch_size', 'max_length', 'padding', 'seq_len_mean', 'n',
+SUMMARY_COLUMNS = ['task', 'model', 'weights', 'device', 'dtype', 'batch_size', 'max_length', 'padding', 'seq_len_mean', 'n',
                    'max_claimable_pct', 'p50_ms', 'p95_ms', 'p95_ci_lo_ms', 'p95_ci_hi_ms', 'p99_ms', 'items_per_s',
                    'tokens_per_s', 'peak_mem_mb']
 
@@ -138,12 +141,12 @@ def summary_table(df:pd.DataFrame) -> pd.DataFrame:
     "One row per successful run, the columns a reader compares, sorted by setup"
     ok = df[df.status == 'ok']
     cols = [c for c in SUMMARY_COLUMNS if c in ok.columns]
-    return ok[cols].sort_values([c for c in ('model', 'device', 'dtype', 'max_length', 'batch_size') if c in cols]).reset_index(drop=True)
+    return ok[cols].sort_values([c for c in ('task', 'model', 'device', 'dtype', 'max_length', 'batch_size') if c in cols]).reset_index(drop=True)
 
 def failures_table(df:pd.DataFrame) -> pd.DataFrame:
     "Failed runs with their error"
     bad = df[df.status != 'ok']
-    cols = [c for c in ('model', 'device', 'dtype', 'batch_size', 'max_length', 'error') if c in bad.columns]
+    cols = [c for c in ('task', 'model', 'device', 'dtype', 'batch_size', 'max_length', 'error') if c in bad.columns]
     return bad[cols].reset_index(drop=True)
 
 def environment_lines(df:pd.DataFrame) -> list[str]:
@@ -154,6 +157,73 @@ def environment_lines(df:pd.DataFrame) -> list[str]:
     if not keys: return []
     envs = df[keys].drop_duplicates()
     return ['; '.join(f"{k[4:]}={v}" for k, v in row.items() if not pd.isna(v)) for _, row in envs.iterrows()]
+
+# %% ../nbs/05_report.ipynb #114ea874
+ABLATION_COLUMNS = ['model', 'device', 'corpus', 'variant', 'outcome', 'speedup', 'speedup_min', 'speedup_max',
+                    'items_per_s', 'baseline_items_per_s', 'fid_cos_min', 'fid_ccos_min', 'fid_nn_agree', 'fid_ok',
+                    'cache_hit_rate', 'padded_share', 'first_pass_s', 'flag', 'note']
+
+def is_ablation(df:pd.DataFrame) -> pd.Series:
+    "Which records come from an ablation (its variants and its summary)"
+    return df['scenario'].eq('ablation') if 'scenario' in df.columns else pd.Series(False, index=df.index)
+
+def ablation_table(df:pd.DataFrame) -> pd.DataFrame:
+    "One row per ablation variant: speed-up over the baseline, fidelity, a flag when outputs moved beyond tolerance"
+    a = df[is_ablation(df)].copy()
+    a = a[a['variant'].notna()] if 'variant' in a else a.iloc[:0]    # the per-point summary records have no variant
+    if a.empty: return pd.DataFrame(columns=ABLATION_COLUMNS)
+    if 'outcome' not in a: a['outcome'] = a['status']
+    a['outcome'] = a['outcome'].fillna(a['status'])
+    ok = a['outcome'].eq('ok')
+    fid = a['fid_ok'].astype('boolean') if 'fid_ok' in a else pd.Series(pd.NA, index=a.index, dtype='boolean')
+    a['flag'] = np.where(ok & fid.eq(False).fillna(False), 'beyond tolerance', '')
+    note = a['skipped'].fillna('') if 'skipped' in a else pd.Series('', index=a.index)
+    err = a['error'].fillna('') if 'error' in a else pd.Series('', index=a.index)
+    a['note'] = np.where(ok | err.eq(''), note, err)
+    for c in ABLATION_COLUMNS:
+        if c not in a: a[c] = np.nan
+    order = a['speedup'].fillna(-1)
+    return (a.assign(_o=order).sort_values(['model', 'device', 'corpus', '_o', 'variant'], ascending=[True, True, True, False, True])
+             [ABLATION_COLUMNS].reset_index(drop=True))
+
+def best_variants(df:pd.DataFrame) -> pd.DataFrame:
+    "Per model, device and corpus: the fastest variant overall and the fastest within tolerance, with their speed-ups"
+    t = ablation_table(df)
+    t = t[t.outcome.eq('ok')]
+    rows = []
+    for key, g in t.groupby(['model', 'device', 'corpus']):
+        best, within = g.loc[g.speedup.idxmax()], g[g.fid_ok.astype(bool)]
+        w = within.loc[within.speedup.idxmax()] if len(within) else None
+        rows.append(dict(zip(['model', 'device', 'corpus'], key), fastest=best.variant, fastest_speedup=best.speedup,
+                         fastest_fid_ccos_min=best.fid_ccos_min,
+                         best_within_tolerance=None if w is None else w.variant,
+                         best_within_tolerance_speedup=math.nan if w is None else w.speedup,
+                         best_within_tolerance_items_per_s=math.nan if w is None else w.items_per_s,
+                         baseline_items_per_s=g.baseline_items_per_s.median()))
+    return pd.DataFrame(rows)
+
+def plot_ablation(df:pd.DataFrame):
+    "Speed-up of each measured variant over the baseline (log scale, range over rounds), coloured by fidelity"
+    t = ablation_table(df)
+    t = t[t.outcome.eq('ok')].copy()
+    t['panel'] = t['model'].astype(str) + ' · ' + t['device'].astype(str) + ' · ' + t['corpus'].astype(str)
+    panels = list(dict.fromkeys(t.panel))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.32 * t.groupby('panel').size().max() + 1.5),
+                             squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        g = t[t.panel == p].sort_values('speedup')
+        colour = np.where(g.fid_ok.astype(bool), '#3a923a', '#e1812c')
+        y = np.arange(len(g))
+        ax.barh(y, g.speedup, color=colour)
+        ax.errorbar(g.speedup, y, xerr=[g.speedup - g.speedup_min, g.speedup_max - g.speedup], fmt='none', ecolor='k', lw=0.8)
+        ax.set_yticks(y, g.variant, fontsize=7); ax.set_xscale('log'); ax.axvline(1, color='k', lw=0.8)
+        ax.set_xlabel('speed-up over the naive baseline (× texts/s)'); ax.set_title(p, fontsize=9)
+    from matplotlib.patches import Patch
+    fig.legend(handles=[Patch(color='#3a923a', label='within tolerance'), Patch(color='#e1812c', label='beyond tolerance')],
+               loc='lower right', fontsize=8)
+    fig.suptitle('Optimization ablation', y=1.0)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/05_report.ipynb #2eb2d33c
 def _md_table(df:pd.DataFrame) -> str:
@@ -167,30 +237,49 @@ def write_report(results_dir:str|Path, # folder of records
                  out_dir:str|Path|None=None, # default: <results_dir>/report
                 ) -> dict:
     "Write the plots (PNG) and report.md for the records in `results_dir`; returns the paths written"
-    df = load_results(results_dir)
-    if df.empty: raise ValueError(f"no records under {str(results_dir)!r}; run a sweep into it first")
+    everything = load_results(results_dir)
+    if everything.empty: raise ValueError(f"no records under {str(results_dir)!r}; run a sweep into it first")
+    abl = everything[is_ablation(everything)]
+    df = everything[~is_ablation(everything)]
     out = Path(out_dir or Path(results_dir) / 'report'); out.mkdir(parents=True, exist_ok=True)
-    ok, paths = ok_runs(df), {}
-    if not ok.empty:
+    ok, paths = ok_runs(df) if len(df) else df, {}
+    # the batch and length plots need a truncation length; extraction slides fixed windows and has none
+    shaped = ok[ok['max_length'].notna()] if 'max_length' in ok else ok.iloc[:0]
+    if not shaped.empty:
         with matplotlib.rc_context({'figure.dpi': 110}):
-            fits = growth_table(df)
+            fits = growth_table(df[df['max_length'].notna()])
             plots = [('latency_vs_batch', plot_latency_vs_batch), ('latency_vs_length', plot_latency_vs_length),
                      ('throughput_vs_batch', plot_throughput)]
-            if set(STAGES) <= set(ok.columns) and ok[list(STAGES)].notna().any().all(): plots.append(('latency_breakdown', plot_breakdown))
+            if set(STAGES) <= set(shaped.columns) and shaped[list(STAGES)].notna().any().all(): plots.append(('latency_breakdown', plot_breakdown))
             if len(fits): plots.append(('length_fit', lambda o: plot_length_fit(o, fits)))
             for name, plot in plots:
-                fig = plot(ok); paths[name] = out / f'{name}.png'
+                fig = plot(shaped); paths[name] = out / f'{name}.png'
                 fig.savefig(paths[name], bbox_inches='tight'); plt.close(fig)
     else: fits = pd.DataFrame()
+    if len(abl) and abl.get('outcome', abl.status).eq('ok').any():
+        with matplotlib.rc_context({'figure.dpi': 110}):
+            fig = plot_ablation(abl); paths['ablation'] = out / 'ablation.png'
+            fig.savefig(paths['ablation'], bbox_inches='tight'); plt.close(fig)
     summ, fails = summary_table(df), failures_table(df)
     md = [f'# Benchmark report: {Path(results_dir).resolve().name}', '',
-          f'{len(ok)} successful runs, {len(fails)} failed. Latencies are per request (one batch), in ms; '
+          f'{len(ok)} successful runs, {len(fails)} failed' + (f', and {len(abl)} ablation records' if len(abl) else '') + '. Latencies are per request (one batch), in ms; '
           '`n` is the number of timed requests behind each percentile.', '', '## Environment', '']
-    md += [f'- {l}' for l in environment_lines(df)] + ['']
-    md += [f'![{k}]({p.name})' for k, p in paths.items()] + ['', '## Runs', '', _md_table(summ), '',
+    md += [f'- {l}' for l in environment_lines(everything)] + ['']
+    md += [f'![{k}]({p.name})' for k, p in paths.items() if k != 'ablation'] + ['']
+    if len(summ): md += ['## Runs', '', _md_table(summ), '',
            '`max_claimable_pct` is the highest percentile the number of timed requests supports (MLPerf LoadGen\'s '
            'rule at 99% confidence: 11 samples for p50, 64 for p90, 662 for p99); percentiles above it rest on too few '
            'samples. `p95_ci_*` is the 95% bootstrap interval of p95.', '']
+    if len(abl):
+        md += ['## Optimization ablation', '', 'Speed-up: texts/s of the variant over texts/s of the naive baseline, measured '
+               'in alternating passes over the same request stream (median of the rounds; min and max beside it). '
+               'Fidelity against the fp32 eager reference on the same texts: `fid_cos_min` raw cosine, `fid_ccos_min` '
+               'cosine after removing the reference mean vector, `fid_nn_agree` nearest-neighbour agreement. '
+               '"beyond tolerance": minimum centred cosine below the tolerance.', '']
+        if 'ablation' in paths: md += [f"![ablation]({paths['ablation'].name})", '']
+        best = best_variants(abl)
+        if len(best): md += ['### Best variants', '', _md_table(best), '']
+        md += ['### All variants', '', _md_table(ablation_table(abl)), '']
     if len(fits): md += ['## Growth with input length', '', _md_table(fits), '']
     if len(fails): md += ['## Failed runs', '', _md_table(fails), '']
     paths['markdown'] = out / 'report.md'

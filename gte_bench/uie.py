@@ -124,7 +124,7 @@ class Extractor:
         out = []
         def gold_at(tree, path):
             for p in path:
-                tree = next((c['children'] for c in tree if c['type'] == p['type'] and c['span'] == p['span']), [])
+                tree = next((c['children'] for c in tree if c['type'] == p['type'] and list(c['offset']) == list(p['offset'])), [])
             return tree
         def walk(prefix, node):
             keys = list(node)

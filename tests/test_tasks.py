@@ -82,6 +82,25 @@ def test_match_record(tmp_path):
     assert rec.telemetry_phase == 'measure' or rec.telemetry_phase.startswith('all')
 
 
+def test_match_fidelity_against_fp32_eager(tmp_path):
+    # default sdpa attention already differs from the reference (eager); bf16 moves the probabilities further
+    recs, _, _ = _run(tmp_path, task='match', batch_size=2, dtype='bf16', fidelity_items=6, warmup=0, min_iters=1, duration_s=0)
+    rec = recs.iloc[0]
+    assert rec.fid_reference == 'fp32 eager' and rec.fid_n_items == 6
+    assert 0 <= rec.fid_label_agree <= 1 and 0 < rec.fid_max_abs_prob_diff < 0.5
+
+
+def test_reference_run_has_no_fidelity(tmp_path):
+    recs, _, _ = _run(tmp_path, task='match', batch_size=2, attn_implementation='eager', warmup=0, min_iters=1, duration_s=0)
+    rec = recs.iloc[0]
+    assert rec.fid_reference == 'this run is the reference' and 'fid_label_agree' not in recs
+
+
+def test_quant_needs_cpu(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match='CPU kernels only'):
+        _run(tmp_path, task='match', quant='int8-dynamic', device='cuda')
+
+
 def test_extract_rejects_batches(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match='batch_size must be 1, got 8'):
         _run(tmp_path, task='extract', batch_size=8)

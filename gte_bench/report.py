@@ -161,7 +161,7 @@ def environment_lines(df:pd.DataFrame) -> list[str]:
 # %% ../nbs/05_report.ipynb #114ea874
 ABLATION_COLUMNS = ['model', 'device', 'corpus', 'variant', 'outcome', 'speedup', 'speedup_min', 'speedup_max',
                     'items_per_s', 'baseline_items_per_s', 'fid_cos_min', 'fid_ccos_min', 'fid_nn_agree', 'fid_ok',
-                    'cache_hit_rate', 'padded_share', 'first_pass_s', 'flag', 'note']
+                    'cache_hit_rate', 'padded_share', 'first_pass_s', 'achieved_tflops', 'mfu', 'flag', 'note']
 
 def is_ablation(df:pd.DataFrame) -> pd.Series:
     "Which records come from an ablation (its variants and its summary)"

@@ -13,7 +13,7 @@ OUT ?= results/default
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: bench test install sweep report check-clean check-export check-readme nbtest pytest clean-runs
+.PHONY: bench test install sweep report check-clean check-export check-readme nbtest pytest compat clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ bench: $(STAMP)
 	@$(BIN)/gte-bench sweep $(SWEEP) --out $(OUT); rc=$$?; \
 	if [ $$rc -le 1 ]; then $(BIN)/gte-bench report $(OUT) || exit $$?; fi; exit $$rc
 
-test: $(STAMP) check-clean check-export check-readme nbtest pytest
+test: $(STAMP) check-clean check-export check-readme nbtest pytest compat
 
 check-clean: $(STAMP)
 	@tools/check-unchanged $(BIN)/nbdev-clean
@@ -46,3 +46,15 @@ nbtest: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The declared floor of transformers (pyproject.toml), overlaid on the venv through PYTHONPATH with the tokenizers
+# and huggingface-hub it was released with; the pytest suite runs again on it and checks the overlay took effect.
+TF_FLOOR := 4.44.2
+COMPAT := $(VENV)/compat-transformers-$(TF_FLOOR)
+$(COMPAT)/.installed: pyproject.toml
+	rm -rf $(COMPAT)
+	$(BIN)/python -m pip install -q --no-deps --target $(COMPAT) 'transformers==$(TF_FLOOR)' 'tokenizers>=0.19,<0.20' 'huggingface-hub>=0.23,<1.0'
+	@touch $@
+
+compat: $(STAMP) $(COMPAT)/.installed
+	PYTHONPATH=$(abspath $(COMPAT)) GTE_BENCH_EXPECT_TRANSFORMERS=$(TF_FLOOR) $(BIN)/python -m pytest -q

@@ -6,17 +6,18 @@ Docs: https://gte-bench.github.io/gte_bench/mgeo.html.md"""
 
 # %% ../nbs/02b_mgeo.ipynb #20b56ce2
 from __future__ import annotations
-import math, time
-from dataclasses import dataclass
+import json, math, re, time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .models import Preset, char_tokenizer, check_texts, resolve_device, resolve_dtype, seeded
+from .uie import folder_tokenizer, read_state_dict
 
 # %% auto #0
-__all__ = ['MGEO_PRESET', 'MATCH_LABELS', 'Matcher', 'load_matcher']
+__all__ = ['MGEO_PRESET', 'MATCH_LABELS', 'Matcher', 'checkpoint_labels', 'label_order', 'mgeo_layout', 'load_matcher']
 
 # %% ../nbs/02b_mgeo.ipynb #b58eb629
 MGEO_PRESET = Preset('mgeo-address-alignment', 12, 768, 12, 3072, confidence='assumed',
@@ -34,6 +35,8 @@ class Matcher:
     dtype: str = 'fp32'
     max_length: int = 128
     load_s: float = math.nan
+    order: tuple|None = None # index of each of MATCH_LABELS among the model's logits; None: already in that order
+    notes: list = field(default_factory=list) # what loading a checkpoint adapted or dropped
 
     @torch.inference_mode()
     def scores(self, a:list[str], b:list[str]) -> np.ndarray:
@@ -41,8 +44,9 @@ class Matcher:
         a, b = check_texts(a), check_texts(b)
         if len(a) != len(b): raise ValueError(f"got {len(a)} left addresses and {len(b)} right ones; pairs need both")
         enc = self.tokenizer(a, b, padding='longest', truncation=True, max_length=self.max_length, return_tensors='pt')
-        enc = {k: v.to(self.device) for k, v in enc.items() if k != 'token_type_ids'}   # the text-only path ignores token types
-        return torch.softmax(self.model(**enc).logits.float(), -1).cpu().numpy()
+        logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits.float()   # token types included
+        if self.order is not None: logits = logits[:, list(self.order)]
+        return torch.softmax(logits, -1).cpu().numpy()
 
     def match(self, a, b) -> list[dict]:
         "Label and class probabilities for each pair (a[i], b[i]); strings for one pair"
@@ -50,24 +54,79 @@ class Matcher:
         p = self.scores(list(a), list(b))
         return [dict(label=MATCH_LABELS[int(i)], **{l: float(s) for l, s in zip(MATCH_LABELS, row)}) for i, row in zip(p.argmax(1), p)]
 
+# %% ../nbs/02b_mgeo.ipynb #7d3a9b51
+def _few(keys, n=4): return ', '.join(list(keys)[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
+
+def checkpoint_labels(folder) -> tuple[dict, str]:
+    "`{class id: name}` of a checkpoint folder and the file it came from, looked up in the order of ModelScope's `parse_label_mapping`"
+    p = Path(folder)
+    rd = lambda f: json.loads((p / f).read_text(encoding='utf-8')) if (p / f).exists() else {}
+    if l2i := rd('label_mapping.json'): return {int(i): l for l, i in l2i.items()}, 'label_mapping.json'
+    ms = rd('configuration.json')
+    for src, d in (('configuration.json model', ms.get('model', {})), ('configuration.json preprocessor', ms.get('preprocessor', {})),
+                   ('config.json', rd('config.json'))):
+        if l2i := d.get('label2id'): return {int(i): l for l, i in l2i.items()}, src
+        if i2l := d.get('id2label'): return {int(i): l for i, l in i2l.items()}, src
+    return {}, 'nowhere'
+
+def label_order(id2label:dict, # {class id: name} of the model's logits
+                src:str='the checkpoint') -> tuple|None:
+    "Index of each of MATCH_LABELS among the logits, matched by name; None when they already come in that order"
+    names = [id2label.get(i) for i in range(len(id2label))]
+    if sorted(map(str, names)) != sorted(MATCH_LABELS):
+        raise ValueError(f"labels {names} from {src} are not {', '.join(MATCH_LABELS)}: cannot tell which logit means what")
+    order = tuple(names.index(l) for l in MATCH_LABELS)
+    return None if order == (0, 1, 2) else order
+
+def mgeo_layout(sd:dict, cfg) -> tuple[dict, list[str]]:
+    "ModelScope `MGeoForSequenceClassification` weights under transformers' `BertForSequenceClassification` names, text path only, and notes"
+    if getattr(cfg, 'gis_embedding', 0): raise ValueError("its text encoder embeds GIS features (gis_embedding != 0): the text-only path cannot run it")
+    n, fl, notes = cfg.num_hidden_layers, getattr(cfg, 'fusion_layer', None), []
+    if fl is None: fl = n; notes.append(f'config.json has no fusion_layer: all {n} layers run')
+    if not 0 < fl <= n: raise ValueError(f"fusion_layer={fl} is outside 1..num_hidden_layers={n}")
+    out, gis, cut = {}, set(), set()
+    for k, v in sd.items():
+        if k.startswith('bert.text_encoder.'):
+            k = 'bert.' + k[len('bert.text_encoder.'):]
+            if (m := re.match(r'bert\.encoder\.layer\.(\d+)\.', k)) and int(m[1]) >= fl: cut.add(int(m[1])); continue
+        elif k.startswith('bert.'): gis.add('.'.join(k.split('.')[:2])); continue   # gis_encoder, gis2text, gis_type
+        out[k] = v
+    if gis: notes.append(f"dropped the multi-modal weights ({', '.join(sorted(gis))}): they run only with GIS inputs")
+    if cut: notes.append(f'runs layers 0-{fl - 1} of {n}: text mode stops at fusion_layer={fl}, layers {min(cut)}-{max(cut)} dropped')
+    cfg.num_hidden_layers = fl
+    if 'classifier.weight' in out: cfg.num_labels = out['classifier.weight'].shape[0]
+    return out, notes
+
 # %% ../nbs/02b_mgeo.ipynb #bf6ca3f4
-def load_matcher(model:str='mgeo-address-alignment', # preset name or alias, or a sequence-classification checkpoint folder
+def load_matcher(model:str='mgeo-address-alignment', # preset name or alias, or a checkpoint folder: ModelScope's MGeo layout or a transformers sequence-classification one
                  device:str='cpu', dtype:str='fp32', seed:int=0,
                  attn_implementation:str|None=None, max_length:int=128) -> Matcher:
     "An address-pair `Matcher`: the MGeo-shaped preset with seeded random weights, or a three-label checkpoint"
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
     dev, tdt = resolve_device(device), resolve_dtype(dtype)
     t0 = time.perf_counter()
-    p = Path(model).expanduser()
+    p, kw, order, notes = Path(model).expanduser(), dict(attn_implementation=attn_implementation) if attn_implementation else {}, None, []
     if MGEO_PRESET.matches(model):
         cfg = MGEO_PRESET.bert_config(attn_implementation)
         cfg.num_labels, cfg.id2label = 3, dict(enumerate(MATCH_LABELS)); cfg.label2id = {l: i for i, l in enumerate(MATCH_LABELS)}
         m = seeded(seed, lambda: BertForSequenceClassification(cfg))
         tok, weights = char_tokenizer(MGEO_PRESET.vocab, MGEO_PRESET.max_pos), 'random'
     elif p.is_dir():
-        kw = dict(attn_implementation=attn_implementation) if attn_implementation else {}
-        m = AutoModelForSequenceClassification.from_pretrained(p, trust_remote_code=False, **kw)
+        if not (p / 'config.json').exists(): raise FileNotFoundError(f"{model!r} has no config.json: not a checkpoint folder")
+        sd = read_state_dict(p)
+        if any(k.startswith('bert.text_encoder.') for k in sd):    # ModelScope's MGeo
+            cfg = BertConfig.from_pretrained(p, **kw)
+            sd, notes = mgeo_layout(sd, cfg)
+            m = BertForSequenceClassification(cfg)
+        else: m = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(p, trust_remote_code=False, **kw))
+        missing, unexpected = m.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{model!r} does not fit {type(m).__name__}: "
+                             + '; '.join(f'{w} {len(ks)} weights ({_few(ks)})' for w, ks in (('lacks', missing), ('has unknown', unexpected)) if ks))
         if m.config.num_labels != 3: raise ValueError(f"{model!r} has {m.config.num_labels} labels; address matching needs 3 ({', '.join(MATCH_LABELS)})")
-        tok, weights = AutoTokenizer.from_pretrained(p), 'checkpoint'
+        id2label, src = checkpoint_labels(p)
+        order = label_order(id2label, f'{model!r} ({src})')
+        m.config.id2label, m.config.label2id = id2label, {l: i for i, l in id2label.items()}
+        tok, weights = folder_tokenizer(p), 'checkpoint'
     else: raise ValueError(f"model {model!r} is neither the preset {MGEO_PRESET.name!r} nor a checkpoint folder")
-    return Matcher(m.to(device=dev, dtype=tdt).eval(), tok, str(model), weights, dev, dtype, max_length, time.perf_counter() - t0)
+    return Matcher(m.to(device=dev, dtype=tdt).eval(), tok, str(model), weights, dev, dtype, max_length, time.perf_counter() - t0, order, notes)

@@ -18,10 +18,10 @@ import seaborn as sns
 from .records import load_results
 
 # %% auto #0
-__all__ = ['PCTS', 'STAGES', 'SUMMARY_COLUMNS', 'ABLATION_COLUMNS', 'ok_runs', 'plot_latency_vs_batch', 'plot_latency_vs_length',
-           'plot_throughput', 'plot_breakdown', 'growth_fit', 'growth_table', 'plot_length_fit', 'summary_table',
-           'failures_table', 'environment_lines', 'is_ablation', 'ablation_table', 'best_variants', 'plot_ablation',
-           'write_report']
+__all__ = ['PCTS', 'STAGES', 'SUMMARY_COLUMNS', 'ABLATION_COLUMNS', 'LOAD_COLUMNS', 'ok_runs', 'plot_latency_vs_batch',
+           'plot_latency_vs_length', 'plot_throughput', 'plot_breakdown', 'growth_fit', 'growth_table',
+           'plot_length_fit', 'summary_table', 'failures_table', 'environment_lines', 'is_ablation', 'ablation_table',
+           'best_variants', 'plot_ablation', 'is_load', 'load_table', 'plot_load', 'write_report']
 
 # %% ../nbs/05_report.ipynb #f48098dc
 PCTS = {'p50_ms': 'p50', 'p95_ms': 'p95', 'p99_ms': 'p99'}
@@ -230,6 +230,46 @@ def plot_ablation(df:pd.DataFrame):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/05_report.ipynb #799988a8
+LOAD_COLUMNS = ['model', 'device', 'corpus', 'batch_size', 'max_wait_ms', 'slo_percentile', 'slo_ms', 'max_qps',
+                'first_failing_qps', 'concurrency', 'p50_ms', 'p95_ms', 'single_p50_loop_ms', 'single_p50_loadgen_ms',
+                'offline_loop_items_per_s', 'offline_loadgen_items_per_s']
+
+def is_load(df:pd.DataFrame) -> pd.Series:
+    "Which records come from the load benchmark (its probes, its side-by-side runs and its summary)"
+    return df['scenario'].eq('load') if 'scenario' in df.columns else pd.Series(False, index=df.index)
+
+def load_table(df:pd.DataFrame) -> pd.DataFrame:
+    "One row per load point: the capacity under the SLO and the side-by-side single-stream and offline figures"
+    s = df[is_load(df) & df.get('outcome', pd.Series(index=df.index, dtype=object)).eq('summary')].copy()
+    for c in LOAD_COLUMNS:
+        if c not in s: s[c] = np.nan
+    return s[LOAD_COLUMNS].sort_values(['model', 'device', 'corpus', 'batch_size', 'max_wait_ms']).reset_index(drop=True)
+
+def plot_load(df:pd.DataFrame):
+    "Latency percentile against offered rate for each load point's Server probes, with the SLO and the capacity"
+    pr = df[is_load(df) & df.get('mode', pd.Series(index=df.index, dtype=object)).eq('lg-server')].copy()
+    summ = load_table(df)
+    keys = ['model', 'device', 'corpus']
+    panels = list(pr.groupby(keys).groups) if len(pr) else []
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.2 * max(len(panels), 1), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        g = pr[(pr[keys] == pd.Series(key, index=keys)).all(axis=1)]
+        for (bs, mw), h in g.groupby(['batch_size', 'max_wait_ms']):
+            pct = int(h.slo_percentile.iloc[0]); col = f'lg_p{pct}_ms'
+            h = h.sort_values('lg_target_qps')
+            line, = ax.plot(h.lg_target_qps, h[col], marker='o', label=f'batch<={bs}, wait {mw:g} ms')
+            bad = h[~h.lg_valid.astype(bool)]
+            ax.scatter(bad.lg_target_qps, bad[col], marker='x', color=line.get_color(), s=60, zorder=3)
+        slo = g.slo_ms.iloc[0]
+        ax.axhline(slo, color='k', ls='--', lw=1, label=f'SLO P{int(g.slo_percentile.iloc[0])} {slo:g} ms')
+        ax.set(xscale='log', yscale='log', xlabel='offered rate (requests/s, Poisson)',
+               ylabel=f'P{int(g.slo_percentile.iloc[0])} latency (ms)', title=' · '.join(map(str, key)))
+        ax.legend(fontsize=7)
+    fig.suptitle('Server scenario (MLPerf LoadGen): x = probe that failed the SLO or its sample count', fontsize=9)
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/05_report.ipynb #2eb2d33c
 def _md_table(df:pd.DataFrame) -> str:
     "A DataFrame as a GitHub markdown table (no extra dependency)"
@@ -244,8 +284,8 @@ def write_report(results_dir:str|Path, # folder of records
     "Write the plots (PNG) and report.md for the records in `results_dir`; returns the paths written"
     everything = load_results(results_dir)
     if everything.empty: raise ValueError(f"no records under {str(results_dir)!r}; run a sweep into it first")
-    abl = everything[is_ablation(everything)]
-    df = everything[~is_ablation(everything)]
+    abl, load = everything[is_ablation(everything)], everything[is_load(everything)]
+    df = everything[~is_ablation(everything) & ~is_load(everything)]
     out = Path(out_dir or Path(results_dir) / 'report'); out.mkdir(parents=True, exist_ok=True)
     ok, paths = ok_runs(df) if len(df) else df, {}
     # the batch and length plots need a truncation length; extraction slides fixed windows and has none
@@ -265,12 +305,17 @@ def write_report(results_dir:str|Path, # folder of records
         with matplotlib.rc_context({'figure.dpi': 110}):
             fig = plot_ablation(abl); paths['ablation'] = out / 'ablation.png'
             fig.savefig(paths['ablation'], bbox_inches='tight'); plt.close(fig)
+    if len(load) and load.get('mode', pd.Series(dtype=object)).eq('lg-server').any():
+        with matplotlib.rc_context({'figure.dpi': 110}):
+            fig = plot_load(load); paths['load'] = out / 'load.png'
+            fig.savefig(paths['load'], bbox_inches='tight'); plt.close(fig)
     summ, fails = summary_table(df), failures_table(df)
     md = [f'# Benchmark report: {Path(results_dir).resolve().name}', '',
-          f'{len(ok)} successful runs, {len(fails)} failed' + (f', and {len(abl)} ablation records' if len(abl) else '') + '. Latencies are per request (one batch), in ms; '
+          f'{len(ok)} successful runs, {len(fails)} failed' + (f', and {len(abl)} ablation records' if len(abl) else '')
+          + (f', and {len(load)} load records' if len(load) else '') + '. Latencies are per request (one batch), in ms; '
           '`n` is the number of timed requests behind each percentile.', '', '## Environment', '']
     md += [f'- {l}' for l in environment_lines(everything)] + ['']
-    md += [f'![{k}]({p.name})' for k, p in paths.items() if k != 'ablation'] + ['']
+    md += [f'![{k}]({p.name})' for k, p in paths.items() if k not in ('ablation', 'load')] + ['']
     if len(summ): md += ['## Runs', '', _md_table(summ), '',
            '`max_claimable_pct` is the highest percentile the number of timed requests supports (MLPerf LoadGen\'s '
            'rule at 99% confidence: 11 samples for p50, 64 for p90, 662 for p99); percentiles above it rest on too few '
@@ -285,6 +330,13 @@ def write_report(results_dir:str|Path, # folder of records
         best = best_variants(abl)
         if len(best): md += ['### Best variants', '', _md_table(best), '']
         md += ['### All variants', '', _md_table(ablation_table(abl)), '']
+    if len(load):
+        md += ['## Load scenarios', '', 'Capacity: the highest offered Poisson rate (requests/s) whose MLPerf LoadGen Server run '
+               'was VALID: the SLO percentile of latency under `slo_ms`, with enough samples for that claim. '
+               '`concurrency`: completed requests/s times mean latency at that rate (Little\'s law). Single-stream p50 '
+               'and offline throughput: the same model measured by our loop and under LoadGen in the same run.', '']
+        if 'load' in paths: md += [f"![load]({paths['load'].name})", '']
+        md += [_md_table(load_table(load)), '']
     if len(fits): md += ['## Growth with input length', '', _md_table(fits), '']
     if len(fails): md += ['## Failed runs', '', _md_table(fails), '']
     paths['markdown'] = out / 'report.md'

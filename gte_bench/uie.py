@@ -6,7 +6,7 @@ Docs: https://gte-bench.github.io/gte_bench/uie.html.md"""
 
 # %% ../nbs/02a_uie.ipynb #67d571a3
 from __future__ import annotations
-import copy, json, math, time
+import copy, json, math, re, time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,8 @@ from .models import Preset, char_tokenizer, check_texts, resolve_device, resolve
 from .texts import check_schema
 
 # %% auto #0
-__all__ = ['UIE_PRESET', 'MAX_LEN', 'SLIDE', 'HINT_MAX_LEN', 'BATCH', 'THRESHOLD', 'SPLIT', 'SiameseUIE', 'Extractor',
-           'load_extractor']
+__all__ = ['UIE_PRESET', 'MAX_LEN', 'SLIDE', 'HINT_MAX_LEN', 'BATCH', 'THRESHOLD', 'SPLIT', 'WEIGHT_FILES', 'SiameseUIE',
+           'Extractor', 'read_state_dict', 'folder_tokenizer', 'uie_layout', 'load_extractor']
 
 # %% ../nbs/02a_uie.ipynb #a982cc99
 UIE_PRESET = Preset('siamese-uie-chinese-base', 12, 768, 12, 3072, confidence='code read, config assumed',
@@ -58,9 +58,10 @@ class SiameseUIE(torch.nn.Module):
 # %% ../nbs/02a_uie.ipynb #99b463a5
 class Extractor:
     "SiameseUIE inference: `extract(text, schema)` returns the extracted paths, as the ModelScope pipeline does"
-    def __init__(self, model:SiameseUIE, tokenizer, name:str, weights:str, device, dtype:str='fp32', load_s:float=math.nan):
+    def __init__(self, model:SiameseUIE, tokenizer, name:str, weights:str, device, dtype:str='fp32', load_s:float=math.nan,
+                 notes:list|None=None): # what loading a checkpoint adapted or ignored
         self.model, self.tokenizer, self.name, self.weights = model, tokenizer, name, weights
-        self.device, self.dtype, self.load_s = device, dtype, load_s
+        self.device, self.dtype, self.load_s, self.notes = device, dtype, load_s, list(notes or [])
         self.stats = dict(nodes=0, text_passes=0, hint_passes=0)
 
     def _windows(self, ids:list[int]):
@@ -139,16 +140,52 @@ class Extractor:
         walk([], schema)
         return out
 
+# %% ../nbs/02a_uie.ipynb #5e1f0c2a
+WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
+
+def read_state_dict(folder) -> dict:
+    "The weights of a checkpoint folder: LayerNorm `gamma`/`beta` renamed `weight`/`bias`, `position_ids`/`token_type_ids` buffers left out"
+    p = Path(folder)
+    f = next((p / n for n in WEIGHT_FILES if (p / n).exists()), None)
+    if f is None: raise FileNotFoundError(f"{str(folder)!r} has neither {' nor '.join(WEIGHT_FILES)}")
+    if f.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        sd = load_file(str(f))
+    else: sd = torch.load(f, map_location='cpu', weights_only=True)
+    fix = lambda k: re.sub(r'(LayerNorm)\.gamma$', r'\1.weight', re.sub(r'(LayerNorm)\.beta$', r'\1.bias', k))
+    return {fix(k): v for k, v in sd.items() if not k.endswith(('.position_ids', '.token_type_ids'))}
+
+def folder_tokenizer(folder):
+    "The folder's tokenizer as transformers resolves it, else BERT's WordPiece over its `vocab.txt`"
+    from transformers import AutoTokenizer, BertTokenizerFast
+    p = Path(folder)
+    try: return AutoTokenizer.from_pretrained(p)
+    except (OSError, ValueError, KeyError):
+        if not (p / 'vocab.txt').exists(): raise
+        return BertTokenizerFast.from_pretrained(p)
+
+def _few(keys, n=4): return ', '.join(list(keys)[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
+
+def uie_layout(sd:dict, split:int=SPLIT) -> tuple[dict, list[str]]:
+    "`sd` under `SiameseUIE`'s names, and notes: layers from `split` on kept under `plm.encoder.layer` move to `crossattention.layer`"
+    if any(k.startswith('crossattention.') for k in sd): return sd, []
+    out, moved = {}, set()
+    for k, v in sd.items():
+        m = re.match(r'plm\.encoder\.layer\.(\d+)\.', k)
+        if m and int(m[1]) >= split: moved.add(int(m[1])); k = f'crossattention.layer.{int(m[1]) - split}.{k[m.end():]}'
+        out[k] = v
+    return out, [f'layers {min(moved)}-{max(moved)} read from plm.encoder.layer into crossattention.layer'] if moved else []
+
 # %% ../nbs/02a_uie.ipynb #6b0a06ef
-def load_extractor(model:str='siamese-uie-chinese-base', # preset name or alias, or a folder with config.json and a state dict
+def load_extractor(model:str='siamese-uie-chinese-base', # preset name or alias, or a checkpoint folder in ModelScope's layout
                    device:str='cpu', dtype:str='fp32', seed:int=0,
                    attn_implementation:str|None=None, # 'eager' | 'sdpa' | None
                   ) -> Extractor:
     "A SiameseUIE `Extractor`: the preset with seeded random weights, or a checkpoint in ModelScope's layout"
-    from transformers import AutoTokenizer, BertConfig
+    from transformers import BertConfig
     dev, tdt = resolve_device(device), resolve_dtype(dtype)
     t0 = time.perf_counter()
-    p = Path(model).expanduser()
+    p, notes = Path(model).expanduser(), []
     if UIE_PRESET.matches(model):
         cfg = UIE_PRESET.bert_config(attn_implementation)
         m = seeded(seed, lambda: SiameseUIE(cfg))
@@ -157,15 +194,15 @@ def load_extractor(model:str='siamese-uie-chinese-base', # preset name or alias,
         if not (p / 'config.json').exists(): raise FileNotFoundError(f"{model!r} has no config.json: not a SiameseUIE checkpoint folder")
         cfg = BertConfig.from_pretrained(p, **({'attn_implementation': attn_implementation} if attn_implementation else {}))
         m = SiameseUIE(cfg)
-        files = [f for f in ('model.safetensors', 'pytorch_model.bin') if (p / f).exists()]
-        if not files: raise FileNotFoundError(f"{model!r} has neither model.safetensors nor pytorch_model.bin")
-        if files[0].endswith('.safetensors'):
-            from safetensors.torch import load_file; sd = load_file(str(p / files[0]))
-        else: sd = torch.load(p / files[0], map_location='cpu', weights_only=True)
+        sd, notes = uie_layout(read_state_dict(p))
         missing, unexpected = m.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if 'pooler' not in k and 'position_ids' not in k]
-        if missing: raise ValueError(f"{model!r} lacks {len(missing)} SiameseUIE weights, e.g. {missing[:3]}: not this architecture")
-        tok, weights = AutoTokenizer.from_pretrained(p), 'checkpoint'
+        missing = [k for k in missing if not k.startswith('plm.pooler.')]   # the pooler is never run
+        ours = [k for k in unexpected if k.startswith(('plm.', 'crossattention.', 'head_clsf.', 'tail_clsf.'))]
+        if missing or ours:
+            raise ValueError(f"{model!r} does not fit SiameseUIE with {cfg.num_hidden_layers} layers split at {SPLIT}: "
+                             + '; '.join(f'{w} {len(ks)} weights ({_few(ks)})' for w, ks in (('lacks', missing), ('has unknown', ours)) if ks))
+        if unexpected: notes.append(f'ignored {len(unexpected)} other weights ({_few(unexpected)})')
+        tok, weights = folder_tokenizer(p), 'checkpoint'
     else: raise ValueError(f"model {model!r} is neither the preset {UIE_PRESET.name!r} nor a checkpoint folder")
     m = m.to(device=dev, dtype=tdt).eval()
-    return Extractor(m, tok, str(model), weights, dev, dtype, time.perf_counter() - t0)
+    return Extractor(m, tok, str(model), weights, dev, dtype, time.perf_counter() - t0, notes)

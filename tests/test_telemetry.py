@@ -162,18 +162,21 @@ def test_fallback_reasons(stub, monkeypatch):
 
 def test_cpu_fallback_real_readings():
     "No NVIDIA driver on this machine: process RSS and CPU%, real psutil readings"
-    a = np.random.default_rng(0).standard_normal((200, 200))
+    cpu_s = lambda: sum(os.times()[:2])
     with Sampler(interval_s=0.02, gpus=[]) as s:
-        s.mark('busy')
-        end = time.perf_counter() + 0.3
-        while time.perf_counter() < end: a @ a
-        s.mark('idle'); time.sleep(0.2)
+        s.mark('busy'); c0 = cpu_s()
+        end = time.perf_counter() + 0.4
+        while time.perf_counter() < end: pass      # one core, pure Python: no BLAS threads left spinning afterwards
+        c1 = cpu_s(); s.mark('idle'); time.sleep(0.3)
     df, sm = s.to_frame(), s.summary()
     assert list(df.columns) == ['t_s', 'phase', 'device', 'rss_mb', 'cpu_pct', 'sys_cpu_pct']
     assert sm['telemetry_source'].startswith('cpu-fallback') and not s._thread.is_alive() and s._thread.daemon
     assert df.rss_mb.between(10, psutil_total_mb()).all()
     busy, idle = df[df.phase == 'busy'].cpu_pct.iloc[1:].mean(), df[df.phase == 'idle'].cpu_pct.iloc[1:].mean()
     assert busy > 40 and busy > idle                                            # the loop shows in CPU%
+    # the samples account for the process's CPU time in the busy phase (os.times), within a tick at each boundary
+    b = df[df.phase == 'busy']; dt = b.t_s.diff().fillna(b.t_s.iloc[0] - df[df.t_s < b.t_s.iloc[0]].t_s.max())
+    assert (b.cpu_pct * dt).sum() / 100 == pytest.approx(c1 - c0, abs=0.12)
     assert df.sys_cpu_pct.notna().sum() >= 3 and df.sys_cpu_pct.dropna().between(0, 100).all()
     assert sm['telemetry_hz'] == pytest.approx(50, abs=15) and sm['telemetry_errors'] == 0
     assert sm['mem_peak_mb'] == df.rss_mb.max() and sm['mem_source'] == 'process RSS'

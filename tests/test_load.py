@@ -1,0 +1,40 @@
+"The load benchmark end to end: bench/load.ipynb through the sweep runner, its records and the report's load section."
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from gte_bench.records import load_results
+from gte_bench.report import load_table, write_report
+from gte_bench.sweep import run_sweep
+
+
+def test_load_benchmark_records(tmp_path):
+    "A short CPU point: side-by-side single-stream and offline runs, Server probes around the capacity, one summary"
+    spec = tmp_path / 'load.yaml'
+    spec.write_text(yaml.safe_dump(dict(notebook='load', fixed=dict(
+        model='bge-small-zh-v1.5', device='cpu', batch_size=4, slo_ms=80.0, slo_percentile=90, min_duration_s=0.3,
+        rounds=1),
+        grid=dict(corpus=['addresses']))))
+    out = tmp_path / 'records'
+    counts = run_sweep(spec, out, tmp_path / 'runs', progress=False)
+    assert counts['ok'] == 1 and counts['error'] == 0, counts
+    df = load_results(out)
+    assert (df.status == 'ok').all()
+    modes = df['mode'].value_counts(dropna=False)
+    assert {'loop-single', 'lg-single', 'loop-batch', 'lg-offline', 'lg-server'} <= set(modes.index.dropna())
+    summary = df[df.outcome.eq('summary')].iloc[0]
+    probes = df[df['mode'].eq('lg-server')]
+    passed, failed = probes[probes.lg_valid.astype(bool)], probes[~probes.lg_valid.astype(bool)]
+    # the capacity is the highest rate that passed, and the first failing rate lies above it
+    assert summary.max_qps == passed.lg_target_qps.max() or abs(summary.max_qps / passed.lg_target_qps.max() - 1) < 1e-3
+    assert len(failed) and summary.first_failing_qps > summary.max_qps
+    assert (passed.lg_p90_ms <= 80.0).all() and summary.p95_ms == summary.p95_ms      # a number, not NaN
+    # LoadGen's single stream holds at least what a p90 claim needs, and the worker ran one text at a time
+    single = df[df['mode'].eq('lg-single')].iloc[0]
+    assert single.lg_query_count >= 64 and single.batch_mean == 1.0 and single.lg_validity == 'VALID'
+    assert df[df['mode'].eq('lg-offline')].iloc[0].batch_mean > 1
+    t = load_table(df)
+    assert len(t) == 1 and t.max_qps[0] == summary.max_qps
+    paths = write_report(out)
+    assert 'load' in paths and '## Load scenarios' in paths['markdown'].read_text()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .models import Preset, char_tokenizer, check_texts, resolve_device, resolve_dtype, seeded
-from .uie import folder_tokenizer, read_state_dict
+from .uie import _few, folder_tokenizer, read_state_dict
 
 # %% auto #0
 __all__ = ['MGEO_PRESET', 'MATCH_LABELS', 'Matcher', 'checkpoint_labels', 'label_order', 'mgeo_layout', 'load_matcher']
@@ -55,8 +55,6 @@ class Matcher:
         return [dict(label=MATCH_LABELS[int(i)], **{l: float(s) for l, s in zip(MATCH_LABELS, row)}) for i, row in zip(p.argmax(1), p)]
 
 # %% ../nbs/02b_mgeo.ipynb #7d3a9b51
-def _few(keys, n=4): return ', '.join(list(keys)[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
-
 def checkpoint_labels(folder) -> tuple[dict, str]:
     "`{class id: name}` of a checkpoint folder and the file it came from, looked up in the order of ModelScope's `parse_label_mapping`"
     p = Path(folder)

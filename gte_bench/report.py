@@ -18,10 +18,10 @@ import seaborn as sns
 from .records import load_results
 
 # %% auto #0
-__all__ = ['PCTS', 'STAGES', 'SUMMARY_COLUMNS', 'ABLATION_COLUMNS', 'LOAD_COLUMNS', 'ok_runs', 'plot_latency_vs_batch',
-           'plot_latency_vs_length', 'plot_throughput', 'plot_breakdown', 'growth_fit', 'growth_table',
-           'plot_length_fit', 'summary_table', 'failures_table', 'environment_lines', 'is_ablation', 'ablation_table',
-           'best_variants', 'plot_ablation', 'is_load', 'load_table', 'plot_load', 'write_report']
+__all__ = ['PCTS', 'STAGES', 'SUMMARY_COLUMNS', 'ABLATION_COLUMNS', 'LOAD_COLUMNS', 'LOAD_SETUP', 'ok_runs',
+           'plot_latency_vs_batch', 'plot_latency_vs_length', 'plot_throughput', 'plot_breakdown', 'growth_fit',
+           'growth_table', 'plot_length_fit', 'summary_table', 'failures_table', 'environment_lines', 'is_ablation',
+           'ablation_table', 'best_variants', 'plot_ablation', 'is_load', 'load_table', 'plot_load', 'write_report']
 
 # %% ../nbs/05_report.ipynb #f48098dc
 PCTS = {'p50_ms': 'p50', 'p95_ms': 'p95', 'p99_ms': 'p99'}
@@ -231,9 +231,11 @@ def plot_ablation(df:pd.DataFrame):
     return fig
 
 # %% ../nbs/05_report.ipynb #799988a8
-LOAD_COLUMNS = ['model', 'device', 'corpus', 'batch_size', 'max_wait_ms', 'slo_percentile', 'slo_ms', 'max_qps',
+LOAD_COLUMNS = ['model', 'device', 'corpus', 'batch_size', 'max_wait_ms', 'threads', 'slo_percentile', 'slo_ms', 'max_qps',
                 'first_failing_qps', 'concurrency', 'p50_ms', 'p95_ms', 'single_p50_loop_ms', 'single_p50_loadgen_ms',
-                'offline_loop_items_per_s', 'offline_loadgen_items_per_s']
+                'single_p50_ratio', 'loadgen_overhead_p50_ms', 'offline_loop_items_per_s', 'offline_loadgen_items_per_s',
+                'offline_ratio']
+LOAD_SETUP = ['batch_size', 'max_wait_ms', 'threads']   # what a line of the load plot stands for, where it varies
 
 def is_load(df:pd.DataFrame) -> pd.Series:
     "Which records come from the load benchmark (its probes, its side-by-side runs and its summary)"
@@ -244,7 +246,7 @@ def load_table(df:pd.DataFrame) -> pd.DataFrame:
     s = df[is_load(df) & df.get('outcome', pd.Series(index=df.index, dtype=object)).eq('summary')].copy()
     for c in LOAD_COLUMNS:
         if c not in s: s[c] = np.nan
-    return s[LOAD_COLUMNS].sort_values(['model', 'device', 'corpus', 'batch_size', 'max_wait_ms']).reset_index(drop=True)
+    return s[LOAD_COLUMNS].sort_values(['model', 'device', 'corpus'] + LOAD_SETUP).reset_index(drop=True)
 
 def plot_load(df:pd.DataFrame):
     "Latency percentile against offered rate for each load point's Server probes, with the SLO and the capacity"
@@ -255,16 +257,21 @@ def plot_load(df:pd.DataFrame):
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.2 * max(len(panels), 1), 3.8), squeeze=False)
     for ax, key in zip(axes[0], panels):
         g = pr[(pr[keys] == pd.Series(key, index=keys)).all(axis=1)]
-        for (bs, mw), h in g.groupby(['batch_size', 'max_wait_ms']):
+        setup = [c for c in LOAD_SETUP if c in g]
+        for vals, h in g.groupby(setup, dropna=False):
             pct = int(h.slo_percentile.iloc[0]); col = f'lg_p{pct}_ms'
             h = h.sort_values('lg_target_qps')
-            line, = ax.plot(h.lg_target_qps, h[col], marker='o', label=f'batch<={bs}, wait {mw:g} ms')
+            lab = ', '.join(f'{k}={v:g}' if isinstance(v, (int, float)) else f'{k}={v}' for k, v in zip(setup, vals))
+            line, = ax.plot(h.lg_target_qps, h[col], marker='o', ms=4, label=lab)
             bad = h[~h.lg_valid.astype(bool)]
             ax.scatter(bad.lg_target_qps, bad[col], marker='x', color=line.get_color(), s=60, zorder=3)
         slo = g.slo_ms.iloc[0]
         ax.axhline(slo, color='k', ls='--', lw=1, label=f'SLO P{int(g.slo_percentile.iloc[0])} {slo:g} ms')
         ax.set(xscale='log', yscale='log', xlabel='offered rate (requests/s, Poisson)',
                ylabel=f'P{int(g.slo_percentile.iloc[0])} latency (ms)', title=' · '.join(map(str, key)))
+        for axis in (ax.xaxis, ax.yaxis):     # plain numbers on log axes
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:g}'))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7)
     fig.suptitle('Server scenario (MLPerf LoadGen): x = probe that failed the SLO or its sample count', fontsize=9)
     fig.tight_layout()

@@ -1,10 +1,11 @@
 "The load benchmark end to end: bench/load.ipynb through the sweep runner, its records and the report's load section."
+import os
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from gte_bench.records import load_results
+from gte_bench.records import TIMELINE_DIR, load_results
 from gte_bench.report import load_table, write_report
 from gte_bench.sweep import run_sweep
 
@@ -21,6 +22,8 @@ def test_load_benchmark_records(tmp_path):
     assert counts['ok'] == 1 and counts['error'] == 0, counts
     df = load_results(out)
     assert (df.status == 'ok').all()
+    if want := os.environ.get('GTE_BENCH_EXPECT_TRANSFORMERS'):      # the compatibility run: the kernel saw the overlay
+        assert (df.env_transformers == want).all(), df.env_transformers.unique()
     modes = df['mode'].value_counts(dropna=False)
     assert {'loop-single', 'lg-single', 'loop-batch', 'lg-offline', 'lg-server'} <= set(modes.index.dropna())
     summary = df[df.outcome.eq('summary')].iloc[0]
@@ -30,10 +33,16 @@ def test_load_benchmark_records(tmp_path):
     assert summary.max_qps == passed.lg_target_qps.max() or abs(summary.max_qps / passed.lg_target_qps.max() - 1) < 1e-3
     assert len(failed) and summary.first_failing_qps > summary.max_qps
     assert (passed.lg_p90_ms <= 80.0).all() and summary.p95_ms == summary.p95_ms      # a number, not NaN
+    assert summary.queries_at_max >= 64 and summary.overlatency_at_max < 0.1 * summary.queries_at_max   # a P90 claim
     # LoadGen's single stream holds at least what a p90 claim needs, and the worker ran one text at a time
     single = df[df['mode'].eq('lg-single')].iloc[0]
     assert single.lg_query_count >= 64 and single.batch_mean == 1.0 and single.lg_validity == 'VALID'
     assert df[df['mode'].eq('lg-offline')].iloc[0].batch_mean > 1
+    # one telemetry timeline for the point; each measurement's record summarises its own phase of it
+    tl = pd.read_parquet(next((out / TIMELINE_DIR).glob('*.parquet')))
+    assert {'loop-single-0', 'lg-single-0', 'lg-offline-0'} <= set(tl.phase)
+    assert (probes.telemetry_phase == 'server-' + probes.lg_target_qps.map('{:.3f}'.format)).all()
+    assert (df[df['mode'].notna()].telemetry_samples >= 1).all()
     t = load_table(df)
     assert len(t) == 1 and t.max_qps[0] == summary.max_qps
     paths = write_report(out)

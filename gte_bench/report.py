@@ -249,27 +249,26 @@ def load_table(df:pd.DataFrame) -> pd.DataFrame:
     return s[LOAD_COLUMNS].sort_values(['model', 'device', 'corpus'] + LOAD_SETUP).reset_index(drop=True)
 
 def plot_load(df:pd.DataFrame):
-    "Latency percentile against offered rate for each load point's Server probes, with the SLO and the capacity"
+    "Latency percentile against offered rate for each load point's Server probes, with the SLO; failed probes marked"
     pr = df[is_load(df) & df.get('mode', pd.Series(index=df.index, dtype=object)).eq('lg-server')].copy()
-    summ = load_table(df)
     keys = ['model', 'device', 'corpus']
     panels = list(pr.groupby(keys).groups) if len(pr) else []
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.2 * max(len(panels), 1), 3.8), squeeze=False)
     for ax, key in zip(axes[0], panels):
         g = pr[(pr[keys] == pd.Series(key, index=keys)).all(axis=1)]
         setup = [c for c in LOAD_SETUP if c in g]
+        pct, slo = float(g.slo_percentile.iloc[0]), g.slo_ms.iloc[0]
+        col = f"lg_p{pct:g}".replace('.', '_') + '_ms'   # as gte_bench.loadgen.pct_col (not imported: it needs torch)
         for vals, h in g.groupby(setup, dropna=False):
-            col = f"lg_p{float(h.slo_percentile.iloc[0]):g}".replace('.', '_') + '_ms'   # as gte_bench.loadgen.pct_col
             if col not in h or h[col].isna().all(): continue      # LoadGen reports 50, 90, 95, 97, 99 and 99.9 only
             h = h.sort_values('lg_target_qps')
             lab = ', '.join(f'{k}={v:g}' if isinstance(v, (int, float)) else f'{k}={v}' for k, v in zip(setup, vals))
             line, = ax.plot(h.lg_target_qps, h[col], marker='o', ms=4, label=lab)
             bad = h[~h.lg_valid.astype(bool)]
             ax.scatter(bad.lg_target_qps, bad[col], marker='x', color=line.get_color(), s=60, zorder=3)
-        slo = g.slo_ms.iloc[0]
-        ax.axhline(slo, color='k', ls='--', lw=1, label=f'SLO P{float(g.slo_percentile.iloc[0]):g} {slo:g} ms')
+        ax.axhline(slo, color='k', ls='--', lw=1, label=f'SLO P{pct:g} {slo:g} ms')
         ax.set(xscale='log', yscale='log', xlabel='offered rate (requests/s, Poisson)',
-               ylabel=f'P{float(g.slo_percentile.iloc[0]):g} latency (ms)', title=' · '.join(map(str, key)))
+               ylabel=f'P{pct:g} latency (ms)', title=' · '.join(map(str, key)))
         for axis in (ax.xaxis, ax.yaxis):     # plain numbers on log axes
             axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:g}'))
             axis.set_minor_formatter(matplotlib.ticker.NullFormatter())

@@ -13,7 +13,7 @@ OUT ?= results/default
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: bench test install sweep report check-clean check-export check-readme nbtest pytest compat clean-runs
+.PHONY: bench test install sweep report check-clean check-export check-readme nbtest pytest compat floor clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,3 +62,19 @@ compat: $(STAMP) $(COMPAT)/.installed
 	PYTHONPATH=$(abspath $(COMPAT)) GTE_BENCH_EXPECT_TRANSFORMERS=$(TF_FLOOR) $(BIN)/python -m pytest -q \
 	  -k 'not interrupted' tests/test_compat.py tests/test_checkpoint_layouts.py tests/test_tasks.py \
 	  tests/test_ablation.py tests/test_capacity.py tests/test_cli.py tests/test_sweep.py tests/test_papermill.py tests/test_load.py
+
+# The declared floor of torch and transformers together, in a venv of its own (.venv-floor): the whole pytest suite
+# on torch 2.4 and transformers 4.44. PyPI has only CUDA builds of torch 2.4 for Linux (about 5 GB with the CUDA
+# libraries it pulls; they load and run on the CPU without a GPU), so this is not part of `make test`: run it when
+# a change touches model loading or the toggles. numpy 2 because pyarrow's wheels need it.
+TORCH_FLOOR := 2.4.1
+FLOOR := .venv-floor
+$(FLOOR)/.installed: pyproject.toml
+	@test -x $(FLOOR)/bin/python || $(PYTHON) -m venv $(FLOOR)
+	$(FLOOR)/bin/python -m pip install -q 'torch==$(TORCH_FLOOR)' 'numpy>=2' -e '.[dev]' 'transformers==$(TF_FLOOR)' \
+	  'tokenizers>=0.19,<0.20' 'huggingface-hub>=0.23,<1.0'
+	@touch $@
+
+floor: $(FLOOR)/.installed
+	PATH=$(abspath $(FLOOR))/bin:$$PATH GTE_BENCH_EXPECT_TRANSFORMERS=$(TF_FLOOR) GTE_BENCH_EXPECT_TORCH=$(TORCH_FLOOR) \
+	  $(FLOOR)/bin/python -m pytest -q -p no:cacheprovider

@@ -16,7 +16,7 @@ from .scenarios import min_samples, run_stats
 from .telemetry import _num
 
 # %% auto #0
-__all__ = ['SCENARIOS', 'read_detail_log', 'trace_latencies_ms', 'pct_col', 'loadgen_run', 'server_capacity']
+__all__ = ['SCENARIOS', 'read_detail_log', 'trace_latencies_ms', 'pct_col', 'loadgen_run', 'server_capacity', 'repeated_capacity']
 
 # %% ../nbs/03c_loadgen.ipynb #09872ec4
 SCENARIOS = ('SingleStream', 'MultiStream', 'Offline', 'Server')
@@ -181,6 +181,7 @@ def loadgen_run(work:Callable[[list[int]], object], # computes the samples at th
                    lg_early_stopping_met=d.get('early_stopping_met'), lg_errors=len(d['errors']),
                    lg_warnings=len(d['warnings']), lg_wall_s=wall, lg_target_qps=_num(d.get('effective_target_qps')),
                    lg_target_latency_ms=(_num(d.get('effective_target_latency_ns')) or 0) / 1e6 or None,
+                   lg_seed=_num(d.get('effective_schedule_rng_seed')),
                    lg_percentile=percentile, sut_batch_size=batch_size, sut_max_wait_ms=max_wait_ms)
         for k, v in res.items():
             if isinstance(v, (int, float, bool)): rec[_rename(k)] = v / 1e6 if k.endswith('_ns') else v
@@ -248,3 +249,28 @@ def server_capacity(work:Callable[[list[int]], object], # as for loadgen_run
                 overlatency_at_max=best.get('lg_overlatency_query_count') if best else None,
                 best=best, # the record of the passing probe at max_qps (None when none passed)
                 probes=probes)
+
+# %% ../nbs/03c_loadgen.ipynb #5e73aa24
+def repeated_capacity(work:Callable[[list[int]], object], # as for loadgen_run
+                      n_samples:int, # size of the sample set
+                      latency_ms:float, # the SLO: this percentile of latency must stay under it
+                      searches:int=3, # how many capacity searches
+                      qps_lo:float=1.0, # first rate of the first search
+                      restart:float=0.7, # later searches start at this fraction of the first one's capacity
+                      seed:int=0, # search k runs LoadGen with seed + k
+                      on_search:Callable[[int], None]|None=None, # called with k before search k starts
+                      **kw, # passed to server_capacity (percentile, rel_tol, batch_size, max_wait_ms, min_queries, ...)
+                     ) -> dict:
+    "`server_capacity` `searches` times with other seeds: the search with the median capacity, the range, and all"
+    if searches < 1: raise ValueError(f"searches must be >= 1, got {searches}")
+    if not 0 < restart <= 1: raise ValueError(f"restart must be in (0, 1], got {restart}")
+    runs = []
+    for k in range(searches):
+        first = runs[0]['max_qps'] if runs else None
+        if on_search: on_search(k)
+        r = server_capacity(work, n_samples, latency_ms, qps_lo=restart * first if first else qps_lo, seed=seed + k, **kw)
+        runs.append(dict(r, search=k))
+    caps = [r['max_qps'] or 0.0 for r in runs]             # a search in which no rate passed counts as 0
+    med = sorted(range(searches), key=lambda k: (caps[k], k))[(searches - 1) // 2]
+    return dict(runs[med], searches=runs, median_search=med, max_qps_all=caps, max_qps_min=min(caps),
+                max_qps_max=max(caps), max_qps_spread=(max(caps) - min(caps)) / caps[med] if caps[med] else math.nan)

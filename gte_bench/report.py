@@ -231,11 +231,11 @@ def plot_ablation(df:pd.DataFrame):
     return fig
 
 # %% ../nbs/05_report.ipynb #799988a8
-LOAD_COLUMNS = ['model', 'device', 'corpus', 'batch_size', 'max_wait_ms', 'threads', 'slo_percentile', 'slo_ms', 'max_qps',
-                'first_failing_qps', 'queries_at_max', 'overlatency_at_max', 'concurrency', 'p50_ms', 'p95_ms', 'single_p50_loop_ms', 'single_p50_loadgen_ms',
+LOAD_COLUMNS = ['model', 'device', 'corpus', 'batch_size', 'max_wait_ms', 'threads', 'slo_percentile', 'slo_ms', 'server_queries', 'max_qps',
+                'max_qps_min', 'max_qps_max', 'capacity_searches', 'first_failing_qps', 'queries_at_max', 'overlatency_at_max', 'concurrency', 'p50_ms', 'p95_ms', 'single_p50_loop_ms', 'single_p50_loadgen_ms',
                 'single_p50_ratio', 'loadgen_overhead_p50_ms', 'offline_loop_items_per_s', 'offline_loadgen_items_per_s',
                 'offline_ratio']
-LOAD_SETUP = ['batch_size', 'max_wait_ms', 'threads']   # what a line of the load plot stands for, where it varies
+LOAD_SETUP = ['batch_size', 'max_wait_ms', 'threads', 'server_queries']   # what a line of the load plot stands for, where it varies
 
 def is_load(df:pd.DataFrame) -> pd.Series:
     "Which records come from the load benchmark (its probes, its side-by-side runs and its summary)"
@@ -261,11 +261,14 @@ def plot_load(df:pd.DataFrame):
         col = f"lg_p{pct:g}".replace('.', '_') + '_ms'   # as gte_bench.loadgen.pct_col (not imported: it needs torch)
         for vals, h in g.groupby(setup, dropna=False):
             if col not in h or h[col].isna().all(): continue      # LoadGen reports 50, 90, 95, 97, 99 and 99.9 only
-            h = h.sort_values('lg_target_qps')
             lab = ', '.join(f'{k}={v:g}' if isinstance(v, (int, float)) else f'{k}={v}' for k, v in zip(setup, vals))
-            line, = ax.plot(h.lg_target_qps, h[col], marker='o', ms=4, label=lab)
-            bad = h[~h.lg_valid.astype(bool)]
-            ax.scatter(bad.lg_target_qps, bad[col], marker='x', color=line.get_color(), s=60, zorder=3)
+            color = None        # one colour per setup; each capacity search its own line
+            for _, s in h.groupby(h['search'].fillna(0) if 'search' in h else np.zeros(len(h))):
+                s = s.sort_values('lg_target_qps')
+                line, = ax.plot(s.lg_target_qps, s[col], marker='o', ms=4, color=color, label=None if color else lab)
+                color = line.get_color()
+                bad = s[~s.lg_valid.astype(bool)]
+                ax.scatter(bad.lg_target_qps, bad[col], marker='x', color=color, s=60, zorder=3)
         ax.axhline(slo, color='k', ls='--', lw=1, label=f'SLO P{pct:g} {slo:g} ms')
         ax.set(xscale='log', yscale='log', xlabel='offered rate (requests/s, Poisson)',
                ylabel=f'P{pct:g} latency (ms)', title=' · '.join(map(str, key)))
@@ -342,7 +345,9 @@ def write_report(results_dir:str|Path, # folder of records
         md += ['## Load scenarios', '', 'Capacity (`max_qps`): the highest offered Poisson rate (requests/s) whose MLPerf LoadGen '
                'Server run was VALID, i.e. where LoadGen\'s early stopping lets one *claim* the SLO percentile under `slo_ms` '
                'from `queries_at_max` queries. At the minimum count (130 for P95) it tolerates one query over the bound, so '
-               'the claim is stricter than the measured P95: nearer a P99. '
+               'the claim is stricter than the measured P95: nearer a P99. Where the capacity was searched more than once '
+               '(`capacity_searches`, each search with its own seed), `max_qps` is the median search\'s and '
+               '`max_qps_min` to `max_qps_max` the range. '
                '`concurrency`: completed requests/s times mean latency at that rate (Little\'s law). Single-stream p50 '
                'and offline throughput: the same model measured by our loop and under LoadGen in the same run.', '']
         if 'load' in paths: md += [f"![load]({paths['load'].name})", '']

@@ -11,11 +11,11 @@ from gte_bench.sweep import run_sweep
 
 
 def test_load_benchmark_records(tmp_path):
-    "A short CPU point: side-by-side single-stream and offline runs, Server probes around the capacity, one summary"
+    "A short CPU point: side-by-side single-stream and offline runs, two capacity searches, one summary"
     spec = tmp_path / 'load.yaml'
     spec.write_text(yaml.safe_dump(dict(notebook='load', fixed=dict(
         model='bge-small-zh-v1.5', device='cpu', batch_size=4, slo_ms=80.0, slo_percentile=90, min_duration_s=0.3,
-        rounds=1),
+        rounds=1, capacity_searches=2),
         grid=dict(corpus=['addresses']))))
     out = tmp_path / 'records'
     counts = run_sweep(spec, out, tmp_path / 'runs', progress=False)
@@ -28,10 +28,18 @@ def test_load_benchmark_records(tmp_path):
     assert {'loop-single', 'lg-single', 'loop-batch', 'lg-offline', 'lg-server'} <= set(modes.index.dropna())
     summary = df[df.outcome.eq('summary')].iloc[0]
     probes = df[df['mode'].eq('lg-server')]
-    passed, failed = probes[probes.lg_valid.astype(bool)], probes[~probes.lg_valid.astype(bool)]
-    # the capacity is the highest rate that passed, and the first failing rate lies above it
-    assert summary.max_qps == passed.lg_target_qps.max() or abs(summary.max_qps / passed.lg_target_qps.max() - 1) < 1e-3
-    assert len(failed) and summary.first_failing_qps > summary.max_qps
+    assert set(probes.search) == {0, 1}
+    passed = probes[probes.lg_valid.astype(bool)]
+    per_search = passed.groupby('search').lg_target_qps.max()          # each search's capacity
+    # the capacity is the lower of the two searches' (the lower median, a rate that was measured), the range is both
+    assert abs(summary.max_qps / per_search.min() - 1) < 1e-3 and abs(summary.max_qps_max / per_search.max() - 1) < 1e-3
+    assert summary.max_qps_min == summary.max_qps and summary.capacity_searches == 2
+    # in the median search, the first failing rate lies above the capacity
+    med = probes[probes.search == summary.median_search]
+    assert (~med.lg_valid.astype(bool)).any() and summary.first_failing_qps > summary.max_qps
+    # the second search began at 0.7 times the first one's capacity, under the next seed
+    second = probes[probes.search == 1].sort_values('probe')
+    assert abs(second.lg_target_qps.iloc[0] / (0.7 * per_search[0]) - 1) < 1e-3 and (second.lg_seed == 1).all()
     assert (passed.lg_p90_ms <= 80.0).all() and summary.p95_ms == summary.p95_ms      # a number, not NaN
     assert summary.queries_at_max >= 64 and summary.overlatency_at_max < 0.1 * summary.queries_at_max   # a P90 claim
     # LoadGen's single stream holds at least what a p90 claim needs, and the worker ran one text at a time
@@ -41,9 +49,11 @@ def test_load_benchmark_records(tmp_path):
     # one telemetry timeline for the point; each measurement's record summarises its own phase of it
     tl = pd.read_parquet(next((out / TIMELINE_DIR).glob('*.parquet')))
     assert {'loop-single-0', 'lg-single-0', 'lg-offline-0'} <= set(tl.phase)
-    assert (probes.telemetry_phase == 'server-' + probes.lg_target_qps.map('{:.3f}'.format)).all()
+    _, search, qps = zip(*probes.telemetry_phase.str.split('-'))      # server-<search>-<requested rate>
+    assert list(map(int, search)) == probes.search.astype(int).tolist()
+    assert all(abs(float(q) / r - 1) < 1e-3 for q, r in zip(qps, probes.lg_target_qps))   # LoadGen logs 2 decimals
     assert (df[df['mode'].notna()].telemetry_samples >= 1).all()
     t = load_table(df)
-    assert len(t) == 1 and t.max_qps[0] == summary.max_qps
+    assert len(t) == 1 and t.max_qps[0] == summary.max_qps and t.max_qps_max[0] == summary.max_qps_max
     paths = write_report(out)
     assert 'load' in paths and '## Load scenarios' in paths['markdown'].read_text()

@@ -1,4 +1,4 @@
-"""`gte-bench env | sweep | report | data | readme`: the entry points of the workbench.
+"""`gte-bench env | sweep | report | data | capacity | readme`: the entry points of the workbench.
 
 Docs: https://gte-bench.github.io/gte_bench/cli.html.md"""
 
@@ -70,6 +70,15 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument('--out', required=True, help='output file: parquet, or JSON lines when it ends in .jsonl')
     d.add_argument('--mix', help='pairs: shares of exact,partial,not match, e.g. 0.4,0.3,0.3')
     d.add_argument('--lengths', help='texts: target lengths in characters, e.g. 16,32,64,128,256,500 (default: log-uniform 10-500)')
+    c = sub.add_parser('capacity', help='largest batch that fits in memory at each sequence length (bisection)')
+    c.add_argument('model', help='preset name or alias, local checkpoint folder, or hub id')
+    c.add_argument('--device', default='cpu', help="cpu (a child process per trial, judged by peak RSS) or cuda[:i] (in process)")
+    c.add_argument('--budget-mb', type=float, help='CPU: required, the most resident memory a process may use; CUDA: default the device total')
+    c.add_argument('--lengths', default='128,512', help='sequence lengths in tokens, one search each (default 128,512)')
+    c.add_argument('--dtype', default='fp32', choices=('fp32', 'fp16', 'bf16'))
+    c.add_argument('--limit', type=int, default=4096, help='largest batch tried (default 4096)')
+    c.add_argument('--threads', type=int, default=1, help='CPU: torch threads in each trial (default 1)')
+    c.add_argument('--out', help='also write one record per length into this records folder')
     m = sub.add_parser('readme', help='regenerate README.md from nbs/index.ipynb')
     m.add_argument('--check', action='store_true', help='fail when README.md is stale instead of writing it')
     return p
@@ -130,6 +139,19 @@ def main(argv:list[str]|None=None) -> int:
             df = make_data(a.kind, a.n, a.seed, a.mix, a.lengths)
             p = write_table(df, a.out)
             print(f"{a.kind}: {len(df):,} rows (seed {a.seed}) -> {p} in {time.perf_counter() - t0:.2f} s")
+        elif a.cmd == 'capacity':
+            from gte_bench.capacity import capacity_records, capacity_search
+            from gte_bench.records import write_record
+            try: lengths = [int(x) for x in a.lengths.split(',')]
+            except ValueError: raise ValueError(f"--lengths must be comma-separated whole numbers, got {a.lengths!r}")
+            df = capacity_search(a.model, a.device, lengths, a.budget_mb, a.dtype, a.limit, threads=a.threads)
+            cols = ['seq_len', 'max_batch', 'max_tokens', 'peak_mb', 'fail_batch', 'trials', 'seconds', 'note']
+            print(f"{a.model} on {df.device[0]} ({a.dtype}), budget {df.budget_mb[0]:,.0f} MB; memory: {df.measured[0]}")
+            print(df[cols].to_string(index=False, float_format=lambda v: f'{v:,.1f}'))
+            if a.out:
+                env = capture_env()
+                for rec in capacity_records(df, env): write_record(rec, a.out)
+                print(f"{len(df)} records -> {a.out}")
         elif a.cmd == 'readme':
             current = write_readme(check=a.check)
             if a.check and not current:

@@ -18,8 +18,8 @@ from .models import Embedder, check_texts
 
 # %% auto #0
 __all__ = ['PERCENTILES', 'CORPORA', 'latency_stats', 'min_samples', 'max_claimable_pct', 'bootstrap_ci', 'run_stats',
-           'device_sync', 'time_calls', 'peak_memory_mb', 'load_texts', 'make_batches', 'stage_breakdown',
-           'embed_latency']
+           'device_sync', 'time_calls', 'peak_memory_mb', 'read_corpus', 'load_texts', 'make_batches',
+           'stage_breakdown', 'embed_latency']
 
 # %% ../nbs/03_scenarios.ipynb #7cade7e0
 def latency_stats(lat_ms:Sequence[float]) -> dict:
@@ -128,17 +128,29 @@ def peak_memory_mb(device) -> tuple[float, str]:
 CORPORA = dict(texts='texts_sample.jsonl', addresses='addresses_sample.jsonl', uie='uie_sample.jsonl',
                handwritten='texts_zh.jsonl')
 
+def read_corpus(corpus:str|Path, # a name in `named`, or a .jsonl / .parquet file
+                columns=('text',), # the columns it must have
+                named:dict|None=None, # names of files in data/ (default CORPORA)
+               ):
+    "The rows of a named corpus or of a .jsonl/.parquet file as a DataFrame, checked for `columns` and for rows"
+    import pandas as pd
+    named = CORPORA if named is None else named
+    is_name = isinstance(corpus, str) and corpus in named
+    p = project_root() / 'data' / named[corpus] if is_name else Path(corpus)
+    if not is_name and p.suffix not in ('.jsonl', '.parquet'):
+        raise ValueError(f"corpus {str(corpus)!r} is neither a name ({', '.join(named)}) nor a .jsonl/.parquet file")
+    if not p.exists(): raise FileNotFoundError(f"corpus {str(corpus)!r} not found: name one of {', '.join(named)}, or a .jsonl/.parquet file")
+    df = pd.read_parquet(p) if p.suffix == '.parquet' else pd.read_json(p, lines=True, dtype=False)
+    missing = set(columns) - set(df.columns)
+    if missing: raise ValueError(f"{p} lacks the columns {sorted(missing)}; it has {list(df.columns)}")
+    if df.empty: raise ValueError(f"{p} has no rows")
+    return df
+
 def load_texts(corpus:str|Path='texts', # a name in CORPORA, or a .jsonl / .parquet file
                field:str='text', # the column holding the text
               ) -> list[str]:
     "Texts of a corpus, checked non-empty"
-    import pandas as pd
-    p = project_root() / 'data' / CORPORA[corpus] if corpus in CORPORA else Path(corpus)
-    if not p.exists():
-        raise FileNotFoundError(f"corpus {str(corpus)!r} not found: name one of {', '.join(CORPORA)}, or a .jsonl/.parquet file")
-    df = pd.read_parquet(p) if p.suffix == '.parquet' else pd.read_json(p, lines=True, dtype=False)
-    if field not in df.columns: raise ValueError(f"{p} has no column {field!r}; it has {list(df.columns)}")
-    return check_texts(df[field].tolist())
+    return check_texts(read_corpus(corpus, [field])[field].tolist())
 
 # %% ../nbs/03_scenarios.ipynb #456d2bce
 def make_batches(texts:Sequence[str], batch_size:int, n_batches:int|None=None) -> list[list[str]]:

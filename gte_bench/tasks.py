@@ -13,9 +13,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .env import project_root
 from .mgeo import MATCH_LABELS, Matcher
-from .scenarios import min_samples, peak_memory_mb, run_stats, time_calls
+from .scenarios import min_samples, peak_memory_mb, read_corpus, run_stats, time_calls
 from .texts import check_schema
 from .uie import MAX_LEN, Extractor
 
@@ -72,24 +71,10 @@ def check_uie_items(items:Sequence[dict], # dicts with text, schema (dict or JSO
 TASK_CORPORA = dict(uie='uie_sample.jsonl', pairs='pairs_sample.jsonl')
 "Named corpora of the task scenarios: files in `data/`"
 
-def _read_corpus(corpus, default:str, columns:set):
-    "The rows of a named corpus or a .jsonl/.parquet file, as dicts, checked for `columns`"
-    import pandas as pd
-    named = isinstance(corpus, str) and corpus in TASK_CORPORA
-    p = project_root() / 'data' / TASK_CORPORA[corpus] if named else Path(corpus)
-    if not named and p.suffix not in ('.jsonl', '.parquet'):
-        raise ValueError(f"corpus {str(corpus)!r} is neither {default!r} nor a .jsonl/.parquet file")
-    if not p.exists(): raise FileNotFoundError(f"corpus {str(corpus)!r} not found: name {default!r}, or a .jsonl/.parquet file")
-    df = pd.read_parquet(p) if p.suffix == '.parquet' else pd.read_json(p, lines=True, dtype=False)
-    missing = columns - set(df.columns)
-    if missing: raise ValueError(f"{p} lacks the columns {sorted(missing)}; it has {list(df.columns)}")
-    if df.empty: raise ValueError(f"{p} has no rows")
-    return df.to_dict('records')
-
 def load_uie_items(corpus:str|Path='uie', # 'uie' (the committed extraction set) or a .jsonl/.parquet file
                   ) -> list[dict]:
     "Extraction items of a corpus (id, task, text, schema, answers), checked"
-    return check_uie_items(_read_corpus(corpus, 'uie', {'text', 'schema'}))
+    return check_uie_items(read_corpus(corpus, ['text', 'schema'], dict(uie=TASK_CORPORA['uie'])).to_dict('records'))
 
 # %% ../nbs/03b_tasks.ipynb #f0a96cf9
 def check_pairs(pairs:Sequence, # dicts with a, b (and optionally label, id), or (a, b) tuples
@@ -112,7 +97,7 @@ def check_pairs(pairs:Sequence, # dicts with a, b (and optionally label, id), or
 def load_pairs(corpus:str|Path='pairs', # 'pairs' (the committed sample) or a .jsonl/.parquet file with columns a, b
               ) -> list[dict]:
     "Address pairs of a corpus (id, a, b, label), checked"
-    return check_pairs(_read_corpus(corpus, 'pairs', {'a', 'b'}))
+    return check_pairs(read_corpus(corpus, ['a', 'b'], dict(pairs=TASK_CORPORA['pairs'])).to_dict('records'))
 
 # %% ../nbs/03b_tasks.ipynb #e1c734ad
 def _targets(target_percentile, min_iters, max_iters):

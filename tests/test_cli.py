@@ -1,7 +1,7 @@
-"The command line: env, report, readme."
+"The command line: env, report, capacity, readme."
 import json
 
-from gte_bench.records import make_record, write_record
+from gte_bench.records import load_results, make_record, write_record
 from conftest import ROOT, gte_bench
 
 
@@ -38,3 +38,23 @@ def test_report_writes_plots(tmp_path):
 def test_readme_is_current():
     r = gte_bench('readme', '--check', cwd=ROOT)
     assert r.returncode == 0, r.stderr
+
+
+def test_capacity_search_from_the_command_line(tmp_path):
+    "A CPU capacity search: every batch up to the limit fits a generous budget, and the records say so"
+    out = tmp_path / 'cap'
+    r = gte_bench('capacity', 'bge-small-zh-v1.5', '--budget-mb', 50000, '--lengths', 16, '--limit', 4, '--out', out)
+    assert r.returncode == 0, r.stderr
+    assert 'peak RSS' in r.stdout and 'the largest batch may be higher' in r.stdout
+    df = load_results(out)
+    assert len(df) == 1 and df.scenario[0] == 'capacity' and df.max_batch[0] == 4 and df.hit_limit[0]
+    assert df.max_length[0] == 16 and 0 < df.peak_mem_mb[0] < 50000 and df.env_torch[0]
+
+
+def test_capacity_errors_are_clear(tmp_path):
+    r = gte_bench('capacity', 'bge-small-zh-v1.5', '--lengths', 16)
+    assert r.returncode == 2 and 'needs budget_mb' in r.stderr, r.stderr
+    r = gte_bench('capacity', 'bge-small-zh-v1.5', '--budget-mb', 9000, '--lengths', '16,x')
+    assert r.returncode == 2 and "--lengths must be comma-separated whole numbers, got '16,x'" in r.stderr, r.stderr
+    r = gte_bench('capacity', 'bge-small-zh-v1.5', '--budget-mb', 9000, '--lengths', 100000)
+    assert r.returncode == 2 and 'sequence length 100000' in r.stderr, r.stderr

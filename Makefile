@@ -52,10 +52,12 @@ pytest: $(STAMP)
 # generators, the telemetry or the sweep's kill-and-resume tests, which never touch transformers), and
 # test_compat checks the overlay took effect.
 TF_FLOOR := 4.44.2
+# the tokenizers and huggingface-hub released with it
+TF_FLOOR_PINS := 'tokenizers>=0.19,<0.20' 'huggingface-hub>=0.23,<1.0'
 COMPAT := $(VENV)/compat-transformers-$(TF_FLOOR)
 $(COMPAT)/.installed: pyproject.toml
 	rm -rf $(COMPAT)
-	$(BIN)/python -m pip install -q --no-deps --target $(COMPAT) 'transformers==$(TF_FLOOR)' 'tokenizers>=0.19,<0.20' 'huggingface-hub>=0.23,<1.0'
+	$(BIN)/python -m pip install -q --no-deps --target $(COMPAT) 'transformers==$(TF_FLOOR)' $(TF_FLOOR_PINS)
 	@touch $@
 
 compat: $(STAMP) $(COMPAT)/.installed
@@ -71,8 +73,7 @@ TORCH_FLOOR := 2.4.1
 FLOOR := .venv-floor
 $(FLOOR)/.installed: pyproject.toml
 	@test -x $(FLOOR)/bin/python || $(PYTHON) -m venv $(FLOOR)
-	$(FLOOR)/bin/python -m pip install -q 'torch==$(TORCH_FLOOR)' 'numpy>=2' -e '.[dev]' 'transformers==$(TF_FLOOR)' \
-	  'tokenizers>=0.19,<0.20' 'huggingface-hub>=0.23,<1.0'
+	$(FLOOR)/bin/python -m pip install -q 'torch==$(TORCH_FLOOR)' 'numpy>=2' -e '.[dev]' 'transformers==$(TF_FLOOR)' $(TF_FLOOR_PINS)
 	@touch $@
 
 floor: $(FLOOR)/.installed

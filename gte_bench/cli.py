@@ -85,9 +85,10 @@ def _parser() -> argparse.ArgumentParser:
 
 DATA_KINDS = ('addresses', 'pairs', 'texts', 'uie')
 
-def _floats(s, what):
-    try: return tuple(float(x) for x in s.split(','))
-    except ValueError: raise ValueError(f"{what} must be comma-separated numbers, got {s!r}")
+def _floats(s, what, kind=float):
+    "A comma-separated option as a tuple of `kind` (float or int), or an error naming the option and its value"
+    try: return tuple(kind(x) for x in s.split(','))
+    except ValueError: raise ValueError(f"{what} must be comma-separated {'whole ' if kind is int else ''}numbers, got {s!r}")
 
 def make_data(kind:str, n:int, seed:int=0, mix:str|None=None, lengths:str|None=None):
     "The DataFrame of `gte-bench data KIND`"
@@ -142,9 +143,8 @@ def main(argv:list[str]|None=None) -> int:
         elif a.cmd == 'capacity':
             from gte_bench.capacity import capacity_records, capacity_search
             from gte_bench.records import write_record
-            try: lengths = [int(x) for x in a.lengths.split(',')]
-            except ValueError: raise ValueError(f"--lengths must be comma-separated whole numbers, got {a.lengths!r}")
-            df = capacity_search(a.model, a.device, lengths, a.budget_mb, a.dtype, a.limit, threads=a.threads)
+            df = capacity_search(a.model, a.device, list(_floats(a.lengths, '--lengths', int)), a.budget_mb, a.dtype,
+                                 a.limit, threads=a.threads)
             cols = ['seq_len', 'max_batch', 'max_tokens', 'peak_mb', 'fail_batch', 'trials', 'seconds', 'note']
             print(f"{a.model} on {df.device[0]} ({a.dtype}), budget {df.budget_mb[0]:,.0f} MB; memory: {df.measured[0]}")
             print(df[cols].to_string(index=False, float_format=lambda v: f'{v:,.1f}'))

@@ -160,8 +160,8 @@ def test_fallback_reasons(stub, monkeypatch):
     assert Sampler().start().stop().source == 'cpu-fallback: nvidia-ml-py is not installed'
 
 
-def test_cpu_fallback_real_readings():
-    "No NVIDIA driver on this machine: process RSS and CPU%, real psutil readings"
+def _cpu_fallback_readings():
+    "The fallback's checks, run in a fresh interpreter by the test below (plain asserts there: give them messages)"
     cpu_s = lambda: sum(os.times()[:2])
     with Sampler(interval_s=0.02, gpus=[]) as s:
         s.mark('busy'); c0 = cpu_s()
@@ -169,20 +169,33 @@ def test_cpu_fallback_real_readings():
         while time.perf_counter() < end: pass      # one core, pure Python: no BLAS threads left spinning afterwards
         c1 = cpu_s(); s.mark('idle'); time.sleep(0.3)
     df, sm = s.to_frame(), s.summary()
-    assert list(df.columns) == ['t_s', 'phase', 'device', 'rss_mb', 'cpu_pct', 'sys_cpu_pct']
-    assert sm['telemetry_source'].startswith('cpu-fallback') and not s._thread.is_alive() and s._thread.daemon
-    assert df.rss_mb.between(10, psutil_total_mb()).all()
+    assert list(df.columns) == ['t_s', 'phase', 'device', 'rss_mb', 'cpu_pct', 'sys_cpu_pct'], list(df.columns)
+    assert sm['telemetry_source'].startswith('cpu-fallback') and not s._thread.is_alive() and s._thread.daemon, sm
+    assert df.rss_mb.between(10, psutil_total_mb()).all(), df.rss_mb.describe()
     busy, idle = df[df.phase == 'busy'].cpu_pct.iloc[1:].mean(), df[df.phase == 'idle'].cpu_pct.iloc[1:].mean()
-    assert busy > 40 and busy > idle                                            # the loop shows in CPU%
+    assert busy > 40 and busy > idle, (busy, idle)                              # the loop shows in CPU%
     # the samples account for the process's CPU time in the busy phase (os.times), within a tick at each boundary
     b = df[df.phase == 'busy']; dt = b.t_s.diff().fillna(b.t_s.iloc[0] - df[df.t_s < b.t_s.iloc[0]].t_s.max())
-    assert (b.cpu_pct * dt).sum() / 100 == pytest.approx(c1 - c0, abs=0.12)
-    assert df.sys_cpu_pct.notna().sum() >= 3 and df.sys_cpu_pct.dropna().between(0, 100).all()
-    assert sm['telemetry_hz'] == pytest.approx(50, abs=15) and sm['telemetry_errors'] == 0
-    assert sm['mem_peak_mb'] == df.rss_mb.max() and sm['mem_source'] == 'process RSS'
-    assert sm['util_mean_pct'] is None and sm['energy_j'] is None and sm['j_per_1k_items'] is None
-    assert sm['cpu_mean_pct'] > 0 and 0 <= sm['telemetry_cpu_pct'] < 50
-    assert list(s.events.phase) == ['busy', 'idle'] and s.events.t_s.is_monotonic_increasing
+    got = (b.cpu_pct * dt).sum() / 100
+    assert abs(got - (c1 - c0)) <= 0.12, (got, c1 - c0)
+    assert df.sys_cpu_pct.notna().sum() >= 3 and df.sys_cpu_pct.dropna().between(0, 100).all(), df.sys_cpu_pct
+    assert abs(sm['telemetry_hz'] - 50) <= 15 and sm['telemetry_errors'] == 0, sm
+    assert sm['mem_peak_mb'] == df.rss_mb.max() and sm['mem_source'] == 'process RSS', sm
+    assert sm['util_mean_pct'] is None and sm['energy_j'] is None and sm['j_per_1k_items'] is None, sm
+    assert sm['cpu_mean_pct'] > 0 and 0 <= sm['telemetry_cpu_pct'] < 50, sm
+    assert list(s.events.phase) == ['busy', 'idle'] and s.events.t_s.is_monotonic_increasing, s.events
+    return busy, idle
+
+
+def test_cpu_fallback_real_readings():
+    """No NVIDIA driver on this machine: process RSS and CPU%, real psutil readings. CPU% is the whole process's,
+    so the check runs in a fresh interpreter: threads that earlier tests left in this one (ORT, OpenMP, LoadGen)
+    would count in its idle phase."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as ex:
+        busy, idle = ex.submit(_cpu_fallback_readings).result(timeout=120)
+    assert busy > idle
 
 
 def psutil_total_mb():

@@ -12,6 +12,9 @@ SWEEP ?= sweeps/default.yaml
 OUT ?= results/default
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
+# Nothing reaches the network at run time: a hub id loads from the local cache or fails with a clear error.
+# `HF_HUB_OFFLINE=0 make bench SWEEP=...` lets a sweep of real hub ids download them.
+export HF_HUB_OFFLINE ?= 1
 
 .PHONY: bench test install sweep report check-clean check-export check-readme nbtest pytest compat floor clean-runs
 

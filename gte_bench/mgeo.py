@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .models import Preset, char_tokenizer, check_texts, resolve_device, resolve_dtype, seeded
+from .models import Preset, char_tokenizer, check_texts, modelscope_cache, modelscope_copy, resolve_device, resolve_dtype, seeded
 from .uie import _few, folder_tokenizer, read_state_dict
 
 # %% auto #0
@@ -96,7 +96,7 @@ def mgeo_layout(sd:dict, cfg) -> tuple[dict, list[str]]:
     return out, notes
 
 # %% ../nbs/02b_mgeo.ipynb #bf6ca3f4
-def load_matcher(model:str='mgeo-address-alignment', # preset name or alias, or a checkpoint folder: ModelScope's MGeo layout or a transformers sequence-classification one
+def load_matcher(model:str='mgeo-address-alignment', # preset name, a ModelScope id in its cache, or a checkpoint folder: ModelScope's MGeo layout or a transformers sequence-classification one
                  device:str='cpu', dtype:str='fp32', seed:int=0,
                  attn_implementation:str|None=None, max_length:int=128) -> Matcher:
     "An address-pair `Matcher`: the MGeo-shaped preset with seeded random weights, or a three-label checkpoint"
@@ -104,6 +104,7 @@ def load_matcher(model:str='mgeo-address-alignment', # preset name or alias, or 
     dev, tdt = resolve_device(device), resolve_dtype(dtype)
     t0 = time.perf_counter()
     p, kw, order, notes = Path(model).expanduser(), dict(attn_implementation=attn_implementation) if attn_implementation else {}, None, []
+    if not MGEO_PRESET.matches(model) and not p.is_dir(): p = modelscope_copy(model) or p   # a ModelScope id, downloaded
     if MGEO_PRESET.matches(model):
         cfg = MGEO_PRESET.bert_config(attn_implementation)
         cfg.num_labels, cfg.id2label = 3, dict(enumerate(MATCH_LABELS)); cfg.label2id = {l: i for i, l in enumerate(MATCH_LABELS)}
@@ -126,5 +127,7 @@ def load_matcher(model:str='mgeo-address-alignment', # preset name or alias, or 
         order = label_order(id2label, f'{model!r} ({src})')
         m.config.id2label, m.config.label2id = id2label, {l: i for i, l in id2label.items()}
         tok, weights = folder_tokenizer(p), 'checkpoint'
-    else: raise ValueError(f"model {model!r} is neither the preset {MGEO_PRESET.name!r} nor a checkpoint folder")
+    else: raise ValueError(f"model {model!r} is neither the preset {MGEO_PRESET.name!r}, nor a checkpoint folder, nor a model "
+                           f"in ModelScope's cache ({modelscope_cache()}): download it there or into a folder "
+                           f"(`modelscope download --model {model} --local_dir DIR`) and pass that")
     return Matcher(m.to(device=dev, dtype=tdt).eval(), tok, str(model), weights, dev, dtype, max_length, time.perf_counter() - t0, order, notes)

@@ -6,7 +6,7 @@ Docs: https://gte-bench.github.io/gte_bench/models.html.md"""
 
 # %% ../nbs/02_models.ipynb #1c7f4130
 from __future__ import annotations
-import time
+import os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,8 @@ import torch
 
 # %% auto #0
 __all__ = ['PRESETS', 'SPECIAL_TOKENS', 'DTYPES', 'Preset', 'get_preset', 'char_vocab', 'char_tokenizer', 'resolve_dtype',
-           'resolve_device', 'Embedder', 'check_texts', 'seeded', 'build_preset', 'load_embedder']
+           'resolve_device', 'Embedder', 'check_texts', 'seeded', 'build_preset', 'modelscope_cache', 'modelscope_copy',
+           'load_embedder']
 
 # %% ../nbs/02_models.ipynb #c3e23ac3
 @dataclass(frozen=True)
@@ -43,8 +44,9 @@ class Preset:
                           hidden_act='gelu', layer_norm_eps=1e-12, pad_token_id=0, **kw)
 
     def matches(self, model:str) -> bool:
-        "Whether `model` names this preset (or an alias) rather than a local folder"
-        return model in (self.name, *self.aliases) and not Path(model).is_dir()
+        """Whether `model` asks for this preset: its name or a bare ModelScope name, and no folder of that name. A hub
+        id (owner/name) asks for the real checkpoint, so it never matches; `get_preset` still maps it here"""
+        return (model == self.name or (model in self.aliases and '/' not in model)) and not Path(model).is_dir()
 
     def flops_per_token(self, seq_len:int) -> float:
         "Forward FLOPs per token at sequence length `seq_len`: L·(8d² + 4d·f + 4·s·d)"
@@ -53,7 +55,7 @@ class Preset:
 
 # %% ../nbs/02_models.ipynb #48f1fc5a
 PRESETS = {p.name: p for p in [
-    Preset('gte-small-zh', 6, 512, 8, 2048, confidence='one derivative config'),
+    Preset('gte-small-zh', 6, 512, 8, 2048, confidence='one derivative config', aliases=('thenlper/gte-small-zh',)),
     Preset('gte-base-zh', 12, 768, 12, 3072, confidence='inferred: BERT-base-chinese shape',
            aliases=('thenlper/gte-base-zh', 'nlp_gte_sentence-embedding_chinese-base',
                     'iic/nlp_gte_sentence-embedding_chinese-base', 'damo/nlp_gte_sentence-embedding_chinese-base')),
@@ -204,6 +206,19 @@ def build_preset(name:str, # preset name or alias
     return model.eval(), char_tokenizer(p.vocab, p.max_pos)
 
 # %% ../nbs/02_models.ipynb #47b59517
+def modelscope_cache() -> Path:
+    "Where ModelScope's `snapshot_download` keeps models: `$MODELSCOPE_CACHE`, else ~/.cache/modelscope/hub"
+    return Path(os.environ.get('MODELSCOPE_CACHE') or Path.home() / '.cache' / 'modelscope' / 'hub').expanduser()
+
+def modelscope_copy(model_id:str) -> Path|None:
+    "The folder of ModelScope model `model_id` (owner/name) in ModelScope's cache, when it was downloaded there"
+    if model_id.count('/') != 1 or model_id.startswith(('/', '.', '~')): return None
+    root = modelscope_cache()
+    for rel in dict.fromkeys((model_id, model_id.replace('.', '___'))):   # newer releases escape dots in folder names
+        for d in (root / 'models' / rel, root / rel):
+            if (d / 'config.json').is_file(): return d
+    return None
+
 def load_embedder(model:str='gte-base-zh', # preset name or alias, local folder, or hub id (owner/name)
                   device:str='cpu', # 'cpu', 'cuda', 'cuda:1', ...
                   dtype:str='fp32', # 'fp32' | 'fp16' | 'bf16'
@@ -211,18 +226,21 @@ def load_embedder(model:str='gte-base-zh', # preset name or alias, local folder,
                   attn_implementation:str|None=None, # 'eager' | 'sdpa' | None (transformers' default)
                   pooling:str|None=None, # 'cls' | 'mean'; default: the model's own (CLS for GTE/BGE zh)
                   normalize:bool=True, # L2-normalize the vectors
+                  trust_remote_code:bool=False, # run modelling code shipped with a checkpoint (only when asked)
                  ) -> Embedder:
     "Load `model` as an `Embedder`: a preset with random weights, or a real checkpoint"
     dev, tdt = resolve_device(device), resolve_dtype(dtype)
     t0 = time.perf_counter()
-    if model in _ALIASES and not Path(model).is_dir():
-        p = get_preset(model)
+    known = get_preset(model) if model in _ALIASES else None
+    if known and known.matches(model):
         m, tok = build_preset(model, seed, attn_implementation)
-        weights, meta, pool = 'random', dict(preset=p.name, confidence=p.confidence, seed=seed), p.pooling
+        weights, meta, pool = 'random', dict(preset=known.name, confidence=known.confidence, seed=seed), known.pooling
     else:
-        m, tok = _load_checkpoint(model, attn_implementation)
-        weights, meta = 'checkpoint', dict(source=str(model))
-        pool = get_preset(model).pooling if model in _ALIASES else 'cls'
+        src = modelscope_copy(model) or model
+        m, tok = _load_checkpoint(src, attn_implementation, trust_remote_code, preset=known and known.name)
+        weights, meta = 'checkpoint', dict(source=str(model), trust_remote_code=trust_remote_code)
+        if src is not model: meta['folder'] = str(src)
+        pool = known.pooling if known else 'cls'
     m = m.to(device=dev, dtype=tdt).eval()
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
     load_s = time.perf_counter() - t0
@@ -231,17 +249,25 @@ def load_embedder(model:str='gte-base-zh', # preset name or alias, local folder,
     return Embedder(m, tok, str(model), weights, dev, dtype, pooling or pool, normalize,
                     min(m.config.max_position_embeddings, 512), load_s, meta)
 
-def _load_checkpoint(src, attn_implementation=None):
-    "Model and tokenizer from a local folder or hub id, with remote code off"
+def _load_checkpoint(src, attn_implementation=None, trust_remote_code:bool=False, preset:str|None=None):
+    "Model and tokenizer from a local folder or hub id, with remote code off unless asked for"
     from transformers import AutoModel, AutoTokenizer
     p = Path(src).expanduser()
     if p.exists() and not (p / 'config.json').exists():
-        raise FileNotFoundError(f"{src!r} is a path but has no config.json: not a transformers checkpoint folder")
-    if not p.exists() and src.count('/') != 1:
+        raise FileNotFoundError(f"{str(src)!r} is a path but has no config.json: not a transformers checkpoint folder")
+    if not p.exists() and str(src).count('/') != 1:
         raise ValueError(f"model {src!r} is not a preset ({', '.join(PRESETS)}), not an existing folder, "
                          "and not a hub id of the form owner/name")
-    kw = dict(trust_remote_code=False)
+    kw = dict(trust_remote_code=trust_remote_code)
     if attn_implementation: kw['attn_implementation'] = attn_implementation
-    tok = AutoTokenizer.from_pretrained(str(p) if p.exists() else src, trust_remote_code=False)
-    m = AutoModel.from_pretrained(str(p) if p.exists() else src, **kw)
+    where = str(p) if p.exists() else src
+    try:
+        tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        m = AutoModel.from_pretrained(where, **kw)
+    except OSError as e:
+        if p.exists(): raise
+        hint = f"; the preset {preset!r} builds its architecture with random weights" if preset else ''
+        raise OSError(f"could not load the hub model {src!r}: neither in the Hugging Face cache nor in ModelScope's "
+                      f"({modelscope_cache()}), or no network ({str(e).splitlines()[0]}). Pass a downloaded folder "
+                      f"instead{hint}") from e
     return m, tok

@@ -6,7 +6,7 @@ Docs: https://gte-bench.github.io/gte_bench/optim.html.md"""
 
 # %% ../nbs/09_optim.ipynb #97d0b5f4
 from __future__ import annotations
-import collections, importlib.util, math, shutil, tempfile, time, warnings
+import collections, importlib.util, inspect, math, shutil, tempfile, time, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -106,6 +106,9 @@ def plan(toggles:Toggles, device:torch.device|str) -> tuple[Toggles, dict]:
     if t.backend == 'onnxruntime':
         if not (_has('onnxruntime') and _has('onnxscript') and _has('onnx')):
             skip('backend', 'onnxruntime, onnx and onnxscript must be installed (pip install "gte_bench[onnx]")')
+        elif 'dynamic_shapes' not in inspect.signature(torch.onnx.export).parameters:
+            skip('backend', f"the ONNX export here passes dynamic_shapes to torch.onnx.export's dynamo exporter, "
+                            f"which torch {torch.__version__} lacks (2.5 added it)")
         else:
             for k in ('compile', 'jit', 'cuda_graphs'):
                 if getattr(t, k) != getattr(NAIVE, k): skip(k, f'{k} applies to the torch backend, not onnxruntime')
@@ -224,7 +227,7 @@ class Runner:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter('ignore')
                 tr = torch.jit.trace(_Hidden(m), self._example(), strict=False, check_trace=False)
-            return tr
+            return _Graphed(tr) if t.cuda_graphs else tr
         if t.compile != 'off':
             return _Hidden(torch.compile(m, mode=t.compile, dynamic=True if t.padding != 'max_length' else None))
         return _Graphed(_Hidden(m)) if t.cuda_graphs else _Hidden(m)

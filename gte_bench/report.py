@@ -160,7 +160,7 @@ def environment_lines(df:pd.DataFrame) -> list[str]:
 
 # %% ../nbs/05_report.ipynb #114ea874
 ABLATION_COLUMNS = ['model', 'device', 'corpus', 'variant', 'outcome', 'speedup', 'speedup_min', 'speedup_max',
-                    'items_per_s', 'baseline_items_per_s', 'fid_cos_min', 'fid_ccos_min', 'fid_nn_agree', 'fid_ok',
+                    'items_per_s', 'baseline_items_per_s', 'fid_cos_min', 'fid_cos_mean', 'fid_max_abs', 'fid_ccos_min', 'fid_nn_agree', 'fid_ok',
                     'cache_hit_rate', 'padded_share', 'first_pass_s', 'achieved_tflops', 'mfu', 'flag', 'note']
 
 def is_ablation(df:pd.DataFrame) -> pd.Series:
@@ -334,7 +334,7 @@ def write_report(results_dir:str|Path, # folder of records
     if len(abl):
         md += ['## Optimization ablation', '', 'Speed-up: texts/s of the variant over texts/s of the naive baseline, measured '
                'in alternating passes over the same request stream (median of the rounds; min and max beside it). '
-               'Fidelity against the fp32 eager reference on the same texts: `fid_cos_min` raw cosine, `fid_ccos_min` '
+               'Fidelity against the fp32 eager reference on the same texts: `fid_cos_min` and `fid_cos_mean` raw cosine, `fid_max_abs` the largest absolute difference of a vector component, `fid_ccos_min` '
                'cosine after removing the reference mean vector, `fid_nn_agree` nearest-neighbour agreement. '
                '"beyond tolerance": minimum centred cosine below the tolerance.', '']
         if 'ablation' in paths: md += [f"![ablation]({paths['ablation'].name})", '']

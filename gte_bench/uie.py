@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .models import Preset, char_tokenizer, check_texts, resolve_device, resolve_dtype, seeded
+from .models import Preset, char_tokenizer, check_texts, modelscope_cache, modelscope_copy, resolve_device, resolve_dtype, seeded
 from .texts import check_schema
 
 # %% auto #0
@@ -177,7 +177,7 @@ def uie_layout(sd:dict, split:int=SPLIT) -> tuple[dict, list[str]]:
     return out, [f'layers {min(moved)}-{max(moved)} read from plm.encoder.layer into crossattention.layer'] if moved else []
 
 # %% ../nbs/02a_uie.ipynb #6b0a06ef
-def load_extractor(model:str='siamese-uie-chinese-base', # preset name or alias, or a checkpoint folder in ModelScope's layout
+def load_extractor(model:str='siamese-uie-chinese-base', # preset name, a checkpoint folder in ModelScope's layout, or a ModelScope id in its cache
                    device:str='cpu', dtype:str='fp32', seed:int=0,
                    attn_implementation:str|None=None, # 'eager' | 'sdpa' | None
                   ) -> Extractor:
@@ -186,6 +186,7 @@ def load_extractor(model:str='siamese-uie-chinese-base', # preset name or alias,
     dev, tdt = resolve_device(device), resolve_dtype(dtype)
     t0 = time.perf_counter()
     p, notes = Path(model).expanduser(), []
+    if not UIE_PRESET.matches(model) and not p.is_dir(): p = modelscope_copy(model) or p   # a ModelScope id, downloaded
     if UIE_PRESET.matches(model):
         cfg = UIE_PRESET.bert_config(attn_implementation)
         m = seeded(seed, lambda: SiameseUIE(cfg))
@@ -203,6 +204,8 @@ def load_extractor(model:str='siamese-uie-chinese-base', # preset name or alias,
                              + '; '.join(f'{w} {len(ks)} weights ({_few(ks)})' for w, ks in (('lacks', missing), ('has unknown', ours)) if ks))
         if unexpected: notes.append(f'ignored {len(unexpected)} other weights ({_few(unexpected)})')
         tok, weights = folder_tokenizer(p), 'checkpoint'
-    else: raise ValueError(f"model {model!r} is neither the preset {UIE_PRESET.name!r} nor a checkpoint folder")
+    else: raise ValueError(f"model {model!r} is neither the preset {UIE_PRESET.name!r}, nor a checkpoint folder, nor a model "
+                           f"in ModelScope's cache ({modelscope_cache()}): download it there or into a folder "
+                           f"(`modelscope download --model {model} --local_dir DIR`) and pass that")
     m = m.to(device=dev, dtype=tdt).eval()
     return Extractor(m, tok, str(model), weights, dev, dtype, time.perf_counter() - t0, notes)

@@ -243,3 +243,103 @@ def test_mgeo_bad_folders(tmp_path):
     d = _write(tmp_path / 'fusion', sd, _mgeo_config(fusion=9), MGEO_CONFIGURATION, label_mapping=PERMUTED)
     with pytest.raises(ValueError, match=r'fusion_layer=9 is outside 1\.\.num_hidden_layers=4'):
         load_matcher(str(d))
+
+
+# --- GTE embeddings by id: ModelScope's cache, the Hugging Face cache, remote code ------------------------------
+
+GTE_CONFIGURATION = {'framework': 'pytorch', 'task': 'sentence-embedding', 'model': {'type': 'bert'},
+                     'pipeline': {'type': 'sentence-embedding'}}
+
+
+def _gte_folder(d, seed:int=0, prefix:str='bert.', weights:str='pytorch_model.bin', **cfg_extra):
+    """A small GTE-style checkpoint. ModelScope's `BertForSentenceEmbedding` keeps its `BertModel` under `bert.`
+    (its base_model_prefix); a Hugging Face download has the bare keys (`prefix=''`). Returns the reference model."""
+    ref = BertModel(BertConfig(**SMALL, num_hidden_layers=2), add_pooling_layer=False)
+    ref.load_state_dict(_seeded(ref.state_dict(), seed)); ref.eval()
+    _write(d, {prefix + k: v for k, v in ref.state_dict().items()}, {**ref.config.to_dict(), **cfg_extra},
+           GTE_CONFIGURATION, weights=weights)
+    return ref
+
+
+def _cls(ref, tok, texts):
+    "What a GTE checkpoint should give: its L2-normalized [CLS] vectors"
+    with torch.no_grad(): h = ref(**tok(texts, padding=True, return_tensors='pt')).last_hidden_state[:, 0]
+    return torch.nn.functional.normalize(h, dim=-1).numpy()
+
+
+def test_gte_modelscope_ids_from_its_cache(tmp_path, monkeypatch):
+    "An iic/ or damo/ id loads the ModelScope download (both cache layouts), weights under `bert.` included"
+    from gte_bench.models import load_embedder, get_preset
+    monkeypatch.setenv('MODELSCOPE_CACHE', str(tmp_path))
+    d = tmp_path / 'models' / 'iic' / 'nlp_gte_sentence-embedding_chinese-base'    # the newer layout
+    ref = _gte_folder(d)
+    emb = load_embedder('iic/nlp_gte_sentence-embedding_chinese-base')
+    assert (emb.weights, emb.dim, emb.meta['folder'], emb.pooling) == ('checkpoint', 16, str(d), 'cls')
+    assert abs(emb.embed(PAIRS[0]) - _cls(ref, emb.tokenizer, PAIRS[0])).max() < 1e-5
+    ref2 = _gte_folder(tmp_path / 'damo' / 'nlp_gte_sentence-embedding_chinese-large', seed=1)   # the older one
+    emb2 = load_embedder('damo/nlp_gte_sentence-embedding_chinese-large')
+    assert abs(emb2.embed(PAIRS[1]) - _cls(ref2, emb2.tokenizer, PAIRS[1])).max() < 1e-5
+    # the bare ModelScope name stays the preset (random weights); an id that is not downloaded is no preset
+    assert get_preset('gte-base-zh').matches('nlp_gte_sentence-embedding_chinese-base')
+    assert not get_preset('gte-large-zh').matches('iic/nlp_gte_sentence-embedding_chinese-large')
+
+
+def test_uie_and_mgeo_modelscope_ids(tmp_path, monkeypatch):
+    "load_extractor and load_matcher find a ModelScope id in its cache, and say where they looked when it is not there"
+    monkeypatch.setenv('MODELSCOPE_CACHE', str(tmp_path))
+    _uie_folder(tmp_path / 'models' / 'iic' / 'nlp_structbert_siamese-uie_chinese-base', _uie_weights())
+    ex = load_extractor('iic/nlp_structbert_siamese-uie_chinese-base')
+    assert ex.weights == 'checkpoint' and ex.model.config.hidden_size == 16
+    with pytest.raises(ValueError, match=re.escape(f"ModelScope's cache ({tmp_path})")):
+        load_matcher('iic/mgeo_geographic_entity_alignment_chinese_base')
+    with pytest.raises(ValueError, match='modelscope download --model damo/nlp_structbert_siamese-uie_chinese-base'):
+        load_extractor('damo/nlp_structbert_siamese-uie_chinese-base')
+
+
+HUB_SCRIPT = r'''
+import json, sys
+from gte_bench.models import load_embedder
+texts = json.loads(sys.argv[1])
+def outcome(f):
+    try: return f()
+    except Exception as e: return f'{type(e).__name__}: {e}'
+emb = load_embedder('thenlper/gte-small-zh')
+print(json.dumps(dict(weights=emb.weights, dim=emb.dim, meta=emb.meta, vecs=emb.embed(texts).tolist(),
+                      uncached=outcome(lambda: load_embedder('thenlper/gte-large-zh').weights),
+                      remote_refused=outcome(lambda: load_embedder(sys.argv[2]).weights),
+                      remote=outcome(lambda: type(load_embedder(sys.argv[2], trust_remote_code=True).model).__name__))))
+'''
+
+REMOTE_CONFIG = 'from transformers import BertConfig\nclass TinyConfig(BertConfig):\n    model_type = "tiny-bert"\n'
+REMOTE_MODEL = ('from transformers import BertModel\nfrom .configuration_tiny import TinyConfig\n'
+                'class TinyModel(BertModel):\n    config_class = TinyConfig\n')
+
+
+def test_gte_hub_id_and_remote_code(tmp_path):
+    """A hub id loads the real checkpoint from the Hugging Face cache (offline here), never the preset; one that is
+    not cached fails naming the preset to use instead. Code shipped with a checkpoint runs only when asked for.
+    In a fresh interpreter: the hub's offline switch and cache folders are read when it is imported."""
+    import subprocess, sys
+    from gte_bench.models import char_tokenizer
+    repo = tmp_path / 'hub' / 'models--thenlper--gte-small-zh'
+    snap = repo / 'snapshots' / ('0' * 40)
+    ref = _gte_folder(snap, prefix='', weights='model.safetensors')
+    char_tokenizer().save_pretrained(snap)
+    (repo / 'refs').mkdir(); (repo / 'refs' / 'main').write_text('0' * 40)
+    remote = tmp_path / 'remote'
+    _gte_folder(remote, seed=2, prefix='', auto_map={'AutoConfig': 'configuration_tiny.TinyConfig',
+                                                      'AutoModel': 'modeling_tiny.TinyModel'}, model_type='tiny-bert')
+    char_tokenizer().save_pretrained(remote)
+    (remote / 'configuration_tiny.py').write_text(REMOTE_CONFIG); (remote / 'modeling_tiny.py').write_text(REMOTE_MODEL)
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_HUB_CACHE': str(tmp_path / 'hub'), 'HF_HOME': str(tmp_path / 'home'),
+           'MODELSCOPE_CACHE': str(tmp_path / 'ms')}
+    r = subprocess.run([sys.executable, '-c', HUB_SCRIPT, json.dumps(PAIRS[0]), str(remote)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.splitlines()[-1])
+    assert (out['weights'], out['dim'], out['meta']['source'], out['meta']['trust_remote_code']) == \
+           ('checkpoint', 16, 'thenlper/gte-small-zh', False)
+    import numpy as np
+    assert abs(np.array(out['vecs']) - _cls(ref, char_tokenizer(), PAIRS[0])).max() < 1e-5
+    assert out['uncached'].startswith('OSError') and "the preset 'gte-large-zh' builds" in out['uncached'], out['uncached']
+    assert 'trust_remote_code' in out['remote_refused'] and out['remote'] == 'TinyModel', (out['remote_refused'], out['remote'])

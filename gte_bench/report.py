@@ -18,10 +18,11 @@ import seaborn as sns
 from .records import load_results
 
 # %% auto #0
-__all__ = ['PCTS', 'STAGES', 'SUMMARY_COLUMNS', 'ABLATION_COLUMNS', 'LOAD_COLUMNS', 'LOAD_SETUP', 'ok_runs',
+__all__ = ['PCTS', 'STAGES', 'SUMMARY_COLUMNS', 'SOAK_COLUMNS', 'ABLATION_COLUMNS', 'LOAD_COLUMNS', 'LOAD_SETUP', 'ok_runs',
            'plot_latency_vs_batch', 'plot_latency_vs_length', 'plot_throughput', 'plot_breakdown', 'growth_fit',
-           'growth_table', 'plot_length_fit', 'summary_table', 'failures_table', 'environment_lines', 'is_ablation',
-           'ablation_table', 'best_variants', 'plot_ablation', 'is_load', 'load_table', 'plot_load', 'write_report']
+           'growth_table', 'plot_length_fit', 'summary_table', 'failures_table', 'environment_lines', 'soak_table',
+           'is_ablation', 'ablation_table', 'best_variants', 'plot_ablation', 'is_load', 'load_table', 'plot_load',
+           'write_report']
 
 # %% ../nbs/05_report.ipynb #f48098dc
 PCTS = {'p50_ms': 'p50', 'p95_ms': 'p95', 'p99_ms': 'p99'}
@@ -94,8 +95,13 @@ def plot_breakdown(ok:pd.DataFrame):
     return fig
 
 # %% ../nbs/05_report.ipynb #1b7fc008
+def _loo_rmse(L:np.ndarray, y:np.ndarray, deg:int) -> float:
+    "Root mean square error of a degree-`deg` fit predicting each point from all the others (leave-one-out)"
+    e = [y[i] - np.polyval(np.polyfit(np.delete(L, i), np.delete(y, i), deg), L[i]) for i in range(len(L))]
+    return float(np.sqrt(np.mean(np.square(e))))
+
 def growth_fit(lengths, latency_ms) -> dict:
-    "Linear and quadratic least-squares fits of latency against length, with R², the quadratic share at the longest length and the knee"
+    "Linear and quadratic least-squares fits of latency against length: R², leave-one-out errors, the quadratic share at the longest length, the knee"
     L, y = np.asarray(lengths, float), np.asarray(latency_ms, float)
     if len(np.unique(L)) < 4: raise ValueError(f"a growth fit needs at least 4 distinct lengths, got {sorted(set(L.tolist()))}")
     c, b, a = np.polyfit(L, y, 2); b1, a1 = np.polyfit(L, y, 1)
@@ -103,11 +109,13 @@ def growth_fit(lengths, latency_ms) -> dict:
     r2 = lambda pred: float(1 - ((y - pred)**2).sum() / ss) if ss > 0 else 1.0
     top = L.max()
     quad_share = float(c * top**2 / (a + b * top + c * top**2))
-    growth = 'quadratic' if c > 0 and quad_share > 0.10 else 'linear'
+    loo = {deg: _loo_rmse(L, y, deg) for deg in (1, 2)}
+    growth = 'quadratic' if c > 0 and quad_share > 0.10 and loo[2] < loo[1] else 'linear'
     knee = float(b / c) if growth == 'quadratic' and b > 0 else math.nan   # undefined unless both terms grow
     return dict(n_lengths=int(len(np.unique(L))), intercept_ms=float(a), linear_ms_per_token=float(b),
                 quadratic_ms_per_token2=float(c), r2_linear=r2(a1 + b1 * L), r2_quadratic=r2(a + b * L + c * L**2),
-                quadratic_share_at_max=quad_share, knee_tokens=knee, growth=growth)
+                loo_rmse_linear_ms=loo[1], loo_rmse_quadratic_ms=loo[2], quadratic_share_at_max=quad_share,
+                knee_tokens=knee, growth=growth)
 
 def growth_table(df:pd.DataFrame) -> pd.DataFrame:
     "Growth fit of p50 against tokens per text, per setup and batch size (where at least 4 lengths were run)"
@@ -157,6 +165,15 @@ def environment_lines(df:pd.DataFrame) -> list[str]:
     if not keys: return []
     envs = df[keys].drop_duplicates()
     return ['; '.join(f"{k[4:]}={v}" for k, v in row.items() if not pd.isna(v)) for _, row in envs.iterrows()]
+
+SOAK_COLUMNS = ['model', 'device', 'dtype', 'batch_size', 'max_length', 'leak_duration_s', 'leak_mem_col',
+                'leak_slope_mb_per_min', 'leak_r2', 'leak_growth_mb', 'leak_verdict', 'leak_reason']
+
+def soak_table(df:pd.DataFrame) -> pd.DataFrame:
+    "Runs whose timed phase was long enough for a leak verdict: the memory slope over it, the verdict and why"
+    if 'leak_verdict' not in df.columns: return pd.DataFrame(columns=SOAK_COLUMNS)
+    s = df[(df.status == 'ok') & df.leak_verdict.isin(['leak', 'stable'])]
+    return s[[c for c in SOAK_COLUMNS if c in s.columns]].reset_index(drop=True)
 
 # %% ../nbs/05_report.ipynb #114ea874
 ABLATION_COLUMNS = ['model', 'device', 'corpus', 'variant', 'outcome', 'speedup', 'speedup_min', 'speedup_max',
@@ -353,6 +370,11 @@ def write_report(results_dir:str|Path, # folder of records
         if 'load' in paths: md += [f"![load]({paths['load'].name})", '']
         md += [_md_table(load_table(load)), '']
     if len(fits): md += ['## Growth with input length', '', _md_table(fits), '']
+    soak = soak_table(df)
+    if len(soak): md += ['## Memory over a soak', '', 'Runs whose timed phase lasted long enough (`soak_min_s`) for '
+                         "`gte_bench.telemetry.leak_check`: the least-squares slope of memory (`leak_mem_col`) over the timed "
+                         "phase after its first `soak_warmup_s`, and a verdict: a leak needs a steady rise, not a one-time step.",
+                         '', _md_table(soak), '']
     if len(fails): md += ['## Failed runs', '', _md_table(fails), '']
     paths['markdown'] = out / 'report.md'
     paths['markdown'].write_text('\n'.join(md), encoding='utf-8')

@@ -77,3 +77,19 @@ def test_papermill_round_trip(tmp_path):
     assert rec['telemetry_phase'] == 'measure' and rec['telemetry_samples'] >= 5 and rec['rss_peak_mb'] > 0
     timeline = pd.read_parquet(out_dir / 'timelines' / files[0].name)
     assert {'warmup', 'measure', 'breakdown'} <= set(timeline.phase.dropna()) and (timeline.rss_mb > 0).all()
+    # a fraction of a second is no soak: the leak check says so and why
+    assert rec['leak_verdict'] == 'too short' and 'need 60 s' in rec['leak_reason'] and rec['leak_mem_col'] == 'rss_mb'
+
+
+def test_soak_gets_a_leak_verdict(tmp_path):
+    "A timed phase longer than soak_min_s gets a verdict on the memory samples of that phase alone"
+    out_dir = tmp_path / 'records'
+    _kernel_env()
+    pm.execute_notebook(str(bench_notebook('embed_latency')), str(tmp_path / 'run.ipynb'), kernel_name='python3',
+                        progress_bar=False, parameters=dict(model='gte-small-zh', batch_size=2, max_length=16, warmup=1,
+                        min_iters=4, duration_s=4.0, breakdown_iters=2, telemetry_rate_hz=20, soak_min_s=2.0,
+                        soak_warmup_s=0.5, out_dir=str(out_dir)), **KERNEL_KW)
+    rec = read_record(next(out_dir.glob('*.parquet')))
+    assert rec['leak_verdict'] in ('stable', 'leak') and rec['leak_mem_col'] == 'rss_mb', rec['leak_reason']
+    assert 2.0 <= rec['leak_duration_s'] <= 3.9          # the timed phase after its first 0.5 s, not warmup or breakdown
+    assert rec['leak_slope_mb_per_min'] == rec['leak_slope_mb_per_min'] and 'MB/min' in rec['leak_reason']

@@ -1,5 +1,6 @@
 "Sweeps through the CLI: failures recorded, points skipped on rerun, and a killed sweep finished by the next run."
 import os, signal, subprocess, sys, time
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,26 @@ def test_interrupted_sweep_resumes(sweep_file, tmp_path, sig):
     after, df = _ids(out)
     assert len(after) == 4 and set(df.status) == {'ok'}
     assert {h: after[h] for h in before} == before           # finished points were not redone
+
+
+SWEEPS = sorted((Path(__file__).resolve().parents[1] / 'sweeps').glob('*.yaml'))
+
+
+@pytest.mark.parametrize('path', SWEEPS, ids=lambda p: p.stem)
+def test_committed_sweeps_expand(path):
+    "Every committed sweep file loads and names only parameters its notebook takes, so it runs as written"
+    from gte_bench.sweep import bench_notebook, expand_grid, load_sweep, notebook_defaults
+    spec = load_sweep(path)
+    pts = expand_grid(spec, notebook_defaults(bench_notebook(spec['notebook'])))
+    assert pts and spec.get('description'), path.name
+
+
+def test_soak_sweeps_are_soaks():
+    "The soak sweeps time long enough for the leak check to give a verdict, and sample memory over it"
+    from gte_bench.sweep import bench_notebook, expand_grid, load_sweep, notebook_defaults
+    assert {p.stem for p in SWEEPS} >= {'soak-cpu', 'soak-gpu'}
+    for name in ('soak-cpu', 'soak-gpu'):
+        spec = load_sweep(Path(__file__).resolve().parents[1] / 'sweeps' / f'{name}.yaml')
+        for p in expand_grid(spec, notebook_defaults(bench_notebook(spec['notebook']))):
+            assert p['duration_s'] >= 1800 and p['duration_s'] - p['soak_warmup_s'] >= p['soak_min_s'] and p['telemetry_rate_hz'] > 0
+            assert p['max_iters'] * 0.001 > p['duration_s']        # the count limit cannot end it early at 1 ms a request

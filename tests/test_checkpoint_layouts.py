@@ -38,7 +38,7 @@ def _write(d, sd:dict, config:dict, configuration:dict, weights:str='pytorch_mod
     (d / 'vocab.txt').write_text('\n'.join(char_vocab()) + '\n', encoding='utf-8')
     if weights.endswith('.safetensors'):
         from safetensors.torch import save_file
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(d / weights))
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(d / weights), metadata={'format': 'pt'})   # as transformers writes it
     else: torch.save(sd, d / weights)
     for name, obj in extra.items(): (d / f'{name}.json').write_text(json.dumps(obj))
     return d

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .models import Preset, char_tokenizer, check_texts, modelscope_cache, modelscope_copy, resolve_device, resolve_dtype, seeded
+from .models import Preset, char_tokenizer, check_texts, checkpoint_folder, no_checkpoint, resolve_device, resolve_dtype, seeded
 from .uie import _few, folder_tokenizer, read_state_dict
 
 # %% auto #0
@@ -103,14 +103,14 @@ def load_matcher(model:str='mgeo-address-alignment', # preset name, a ModelScope
     from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
     dev, tdt = resolve_device(device), resolve_dtype(dtype)
     t0 = time.perf_counter()
-    p, kw, order, notes = Path(model).expanduser(), dict(attn_implementation=attn_implementation) if attn_implementation else {}, None, []
-    if not MGEO_PRESET.matches(model) and not p.is_dir(): p = modelscope_copy(model) or p   # a ModelScope id, downloaded
+    kw, order, notes = dict(attn_implementation=attn_implementation) if attn_implementation else {}, None, []
+    p = None if MGEO_PRESET.matches(model) else checkpoint_folder(model)   # a folder, or a ModelScope id downloaded
     if MGEO_PRESET.matches(model):
         cfg = MGEO_PRESET.bert_config(attn_implementation)
         cfg.num_labels, cfg.id2label = 3, dict(enumerate(MATCH_LABELS)); cfg.label2id = {l: i for i, l in enumerate(MATCH_LABELS)}
         m = seeded(seed, lambda: BertForSequenceClassification(cfg))
         tok, weights = char_tokenizer(MGEO_PRESET.vocab, MGEO_PRESET.max_pos), 'random'
-    elif p.is_dir():
+    elif p is not None:
         if not (p / 'config.json').exists(): raise FileNotFoundError(f"{model!r} has no config.json: not a checkpoint folder")
         sd = read_state_dict(p)
         if any(k.startswith('bert.text_encoder.') for k in sd):    # ModelScope's MGeo
@@ -127,7 +127,5 @@ def load_matcher(model:str='mgeo-address-alignment', # preset name, a ModelScope
         order = label_order(id2label, f'{model!r} ({src})')
         m.config.id2label, m.config.label2id = id2label, {l: i for i, l in id2label.items()}
         tok, weights = folder_tokenizer(p), 'checkpoint'
-    else: raise ValueError(f"model {model!r} is neither the preset {MGEO_PRESET.name!r}, nor a checkpoint folder, nor a model "
-                           f"in ModelScope's cache ({modelscope_cache()}): download it there or into a folder "
-                           f"(`modelscope download --model {model} --local_dir DIR`) and pass that")
+    else: raise no_checkpoint(model, MGEO_PRESET.name)
     return Matcher(m.to(device=dev, dtype=tdt).eval(), tok, str(model), weights, dev, dtype, max_length, time.perf_counter() - t0, order, notes)

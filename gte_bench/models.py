@@ -16,7 +16,7 @@ import torch
 # %% auto #0
 __all__ = ['PRESETS', 'SPECIAL_TOKENS', 'DTYPES', 'Preset', 'get_preset', 'char_vocab', 'char_tokenizer', 'resolve_dtype',
            'resolve_device', 'Embedder', 'check_texts', 'seeded', 'build_preset', 'modelscope_cache', 'modelscope_copy',
-           'load_embedder']
+           'checkpoint_folder', 'no_checkpoint', 'load_embedder']
 
 # %% ../nbs/02_models.ipynb #c3e23ac3
 @dataclass(frozen=True)
@@ -218,6 +218,17 @@ def modelscope_copy(model_id:str) -> Path|None:
         for d in (root / 'models' / rel, root / rel):
             if (d / 'config.json').is_file(): return d
     return None
+
+def checkpoint_folder(model:str) -> Path|None:
+    "The local folder `model` names: the folder itself, or the download of a ModelScope id in ModelScope's cache"
+    p = Path(model).expanduser()
+    return p if p.is_dir() else modelscope_copy(model)
+
+def no_checkpoint(model:str, preset:str) -> ValueError:
+    "The error for a `model` that is neither the preset of that name, a checkpoint folder, nor in ModelScope's cache"
+    return ValueError(f"model {model!r} is neither the preset {preset!r}, nor a checkpoint folder, nor a model in "
+                      f"ModelScope's cache ({modelscope_cache()}): download it there or into a folder "
+                      f"(`modelscope download --model {model} --local_dir DIR`) and pass that")
 
 def load_embedder(model:str='gte-base-zh', # preset name or alias, local folder, or hub id (owner/name)
                   device:str='cpu', # 'cpu', 'cuda', 'cuda:1', ...

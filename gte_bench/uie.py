@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .models import Preset, char_tokenizer, check_texts, modelscope_cache, modelscope_copy, resolve_device, resolve_dtype, seeded
+from .models import Preset, char_tokenizer, check_texts, checkpoint_folder, no_checkpoint, resolve_device, resolve_dtype, seeded
 from .texts import check_schema
 
 # %% auto #0
@@ -185,13 +185,13 @@ def load_extractor(model:str='siamese-uie-chinese-base', # preset name, a checkp
     from transformers import BertConfig
     dev, tdt = resolve_device(device), resolve_dtype(dtype)
     t0 = time.perf_counter()
-    p, notes = Path(model).expanduser(), []
-    if not UIE_PRESET.matches(model) and not p.is_dir(): p = modelscope_copy(model) or p   # a ModelScope id, downloaded
+    notes = []
+    p = None if UIE_PRESET.matches(model) else checkpoint_folder(model)   # a folder, or a ModelScope id downloaded
     if UIE_PRESET.matches(model):
         cfg = UIE_PRESET.bert_config(attn_implementation)
         m = seeded(seed, lambda: SiameseUIE(cfg))
         tok, weights = char_tokenizer(UIE_PRESET.vocab, UIE_PRESET.max_pos), 'random'
-    elif p.is_dir():
+    elif p is not None:
         if not (p / 'config.json').exists(): raise FileNotFoundError(f"{model!r} has no config.json: not a SiameseUIE checkpoint folder")
         cfg = BertConfig.from_pretrained(p, **({'attn_implementation': attn_implementation} if attn_implementation else {}))
         m = SiameseUIE(cfg)
@@ -204,8 +204,6 @@ def load_extractor(model:str='siamese-uie-chinese-base', # preset name, a checkp
                              + '; '.join(f'{w} {len(ks)} weights ({_few(ks)})' for w, ks in (('lacks', missing), ('has unknown', ours)) if ks))
         if unexpected: notes.append(f'ignored {len(unexpected)} other weights ({_few(unexpected)})')
         tok, weights = folder_tokenizer(p), 'checkpoint'
-    else: raise ValueError(f"model {model!r} is neither the preset {UIE_PRESET.name!r}, nor a checkpoint folder, nor a model "
-                           f"in ModelScope's cache ({modelscope_cache()}): download it there or into a folder "
-                           f"(`modelscope download --model {model} --local_dir DIR`) and pass that")
+    else: raise no_checkpoint(model, UIE_PRESET.name)
     m = m.to(device=dev, dtype=tdt).eval()
     return Extractor(m, tok, str(model), weights, dev, dtype, time.perf_counter() - t0, notes)

@@ -67,24 +67,27 @@ def test_interrupted_sweep_resumes(sweep_file, tmp_path, sig):
     assert {h: after[h] for h in before} == before           # finished points were not redone
 
 
-SWEEPS = sorted((Path(__file__).resolve().parents[1] / 'sweeps').glob('*.yaml'))
+SWEEPS = {p.stem: p for p in sorted((Path(__file__).resolve().parents[1] / 'sweeps').glob('*.yaml'))}
 
 
-@pytest.mark.parametrize('path', SWEEPS, ids=lambda p: p.stem)
-def test_committed_sweeps_expand(path):
-    "Every committed sweep file loads and names only parameters its notebook takes, so it runs as written"
+def _points(name:str) -> tuple[dict, list[dict]]:
+    "A committed sweep file and its grid points, expanded against its notebook's parameters"
     from gte_bench.sweep import bench_notebook, expand_grid, load_sweep, notebook_defaults
-    spec = load_sweep(path)
-    pts = expand_grid(spec, notebook_defaults(bench_notebook(spec['notebook'])))
-    assert pts and spec.get('description'), path.name
+    spec = load_sweep(SWEEPS[name])
+    return spec, expand_grid(spec, notebook_defaults(bench_notebook(spec['notebook'])))
+
+
+@pytest.mark.parametrize('name', SWEEPS)
+def test_committed_sweeps_expand(name):
+    "Every committed sweep file loads and names only parameters its notebook takes, so it runs as written"
+    spec, pts = _points(name)
+    assert pts and spec.get('description'), name
 
 
 def test_soak_sweeps_are_soaks():
     "The soak sweeps time long enough for the leak check to give a verdict, and sample memory over it"
-    from gte_bench.sweep import bench_notebook, expand_grid, load_sweep, notebook_defaults
-    assert {p.stem for p in SWEEPS} >= {'soak-cpu', 'soak-gpu'}
+    assert set(SWEEPS) >= {'soak-cpu', 'soak-gpu'}
     for name in ('soak-cpu', 'soak-gpu'):
-        spec = load_sweep(Path(__file__).resolve().parents[1] / 'sweeps' / f'{name}.yaml')
-        for p in expand_grid(spec, notebook_defaults(bench_notebook(spec['notebook']))):
+        for p in _points(name)[1]:
             assert p['duration_s'] >= 1800 and p['duration_s'] - p['soak_warmup_s'] >= p['soak_min_s'] and p['telemetry_rate_hz'] > 0
             assert p['max_iters'] * 0.001 > p['duration_s']        # the count limit cannot end it early at 1 ms a request

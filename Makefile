@@ -66,7 +66,8 @@ $(COMPAT)/.installed: pyproject.toml
 compat: $(STAMP) $(COMPAT)/.installed
 	PYTHONPATH=$(abspath $(COMPAT)) GTE_BENCH_EXPECT_TRANSFORMERS=$(TF_FLOOR) $(BIN)/python -m pytest -q \
 	  -k 'not interrupted' tests/test_compat.py tests/test_checkpoint_layouts.py tests/test_tasks.py \
-	  tests/test_ablation.py tests/test_capacity.py tests/test_cli.py tests/test_sweep.py tests/test_papermill.py tests/test_load.py
+	  tests/test_ablation.py tests/test_capacity.py tests/test_cli.py tests/test_sweep.py tests/test_papermill.py tests/test_load.py \
+	  tests/test_frame.py
 
 # The declared floor of torch and transformers together, in a venv of its own (.venv-floor): the whole pytest suite
 # on torch 2.4 and transformers 4.44. PyPI has only CUDA builds of torch 2.4 for Linux (about 5 GB with the CUDA

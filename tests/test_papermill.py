@@ -8,7 +8,8 @@ import papermill as pm
 import pytest
 
 from gte_bench.records import METRIC_COLUMNS, read_record, record_path
-from gte_bench.sweep import KERNEL_KW, _kernel_env, bench_notebook, notebook_defaults
+from gte_bench.run import bench_notebook, notebook_defaults
+from gte_bench.sweep import KERNEL_KW, kernel_env
 from conftest import ROOT
 
 BENCH = sorted((ROOT / 'bench').glob('*.ipynb'))
@@ -42,7 +43,7 @@ def test_papermill_round_trip(tmp_path):
     params = dict(model='gte-small-zh', batch_size=2, max_length=16, warmup=1, min_iters=4, duration_s=0.3,
                   telemetry_rate_hz=50)
     out_nb, out_dir = tmp_path / 'run.ipynb', tmp_path / 'records'
-    _kernel_env()
+    kernel_env()
     pm.execute_notebook(str(nb), str(out_nb), parameters={**params, 'out_dir': str(out_dir)},
                         kernel_name='python3', progress_bar=False, **KERNEL_KW)
 
@@ -84,7 +85,7 @@ def test_papermill_round_trip(tmp_path):
 def test_soak_gets_a_leak_verdict(tmp_path):
     "A timed phase longer than soak_min_s gets a verdict on the memory samples of that phase alone"
     out_dir = tmp_path / 'records'
-    _kernel_env()
+    kernel_env()
     pm.execute_notebook(str(bench_notebook('embed_latency')), str(tmp_path / 'run.ipynb'), kernel_name='python3',
                         progress_bar=False, parameters=dict(model='gte-small-zh', batch_size=2, max_length=16, warmup=1,
                         min_iters=4, duration_s=4.0, breakdown_iters=2, telemetry_rate_hz=20, soak_min_s=2.0,

@@ -9,7 +9,8 @@ import pytest
 from gte_bench.mgeo import MGEO_PRESET
 from gte_bench.models import char_tokenizer
 from gte_bench.records import load_results, record_path
-from gte_bench.sweep import KERNEL_KW, _kernel_env, bench_notebook, expand_grid, load_sweep, notebook_defaults
+from gte_bench.run import bench_notebook, notebook_defaults
+from gte_bench.sweep import KERNEL_KW, expand_grid, kernel_env, load_sweep
 from gte_bench.uie import UIE_PRESET
 from conftest import ROOT
 
@@ -19,7 +20,7 @@ NB = bench_notebook('task_latency')
 def _run(tmp_path, **params):
     "Execute the notebook with `params` into tmp_path/records; returns (records DataFrame, full config)"
     out_dir = tmp_path / 'records'
-    _kernel_env()
+    kernel_env()
     pm.execute_notebook(str(NB), str(tmp_path / 'run.ipynb'), parameters={**params, 'out_dir': str(out_dir)},
                         kernel_name='python3', progress_bar=False, cwd=str(NB.parent), **KERNEL_KW)
     config = {k: v for k, v in {**notebook_defaults(NB), **params}.items() if k != 'out_dir'}
@@ -53,7 +54,7 @@ def test_extract_record(tmp_path):
     rec = recs.iloc[0]
     assert rec.status == 'ok' and rec.task == 'extract' and rec.batch_size == 1 and rec.errors == 0
     assert rec.model == '' and rec.model_resolved == UIE_PRESET.name and rec.weights == 'random'
-    assert rec.decode == 'oracle' and rec.window_tokens == 384 and rec.attn_used == 'sdpa'
+    assert rec.decode == 'oracle' and rec.attn_used == 'sdpa' and rec.items_per_request == 1
     assert rec.n == 3 >= config['min_iters']
     assert rec.items_per_s > 0 and rec.items_per_s == pytest.approx(1e3 / rec.mean_ms, rel=1e-6)
     want = np.array([_passes(json.loads(s), json.loads(a)) for s, a in zip(sub.schema, sub.answers)])
@@ -75,7 +76,7 @@ def test_match_record(tmp_path):
     rec = recs.iloc[0]
     assert rec.status == 'ok' and rec.task == 'match' and rec.errors == 0
     assert rec.model_resolved == MGEO_PRESET.name and rec.corpus_resolved == 'pairs' and rec.weights == 'random'
-    assert rec.n >= config['min_iters'] and rec.pairs_per_request == 4 and rec.max_length == 128
+    assert rec.n >= config['min_iters'] and rec.items_per_request == 4 and rec.max_length == 128
     assert rec.items_per_s > 0 and rec.items_per_s == pytest.approx(4e3 / rec.mean_ms, rel=1e-6)   # pairs/s
     assert 4 * 3 < rec.tokens_per_request <= rec.padded_tokens_per_request <= 4 * 128
     assert rec.padded_tokens_per_request == pytest.approx(4 * rec.seq_len_mean)
@@ -86,7 +87,7 @@ def test_match_fidelity_against_fp32_eager(tmp_path):
     # default sdpa attention already differs from the reference (eager); bf16 moves the probabilities further
     recs, _, _ = _run(tmp_path, task='match', batch_size=2, dtype='bf16', fidelity_items=6, warmup=0, min_iters=1, duration_s=0)
     rec = recs.iloc[0]
-    assert rec.fid_reference == 'fp32 eager' and rec.fid_n_items == 6
+    assert rec.fid_reference == 'fp32 eager' and rec.fid_items == 6
     assert 0 <= rec.fid_label_agree <= 1 and 0 < rec.fid_max_abs_prob_diff < 0.5
 
 
@@ -96,15 +97,22 @@ def test_reference_run_has_no_fidelity(tmp_path):
     assert rec.fid_reference == 'this run is the reference' and 'fid_label_agree' not in recs
 
 
-def test_quant_needs_cpu(tmp_path):
-    with pytest.raises(pm.PapermillExecutionError, match='CPU kernels only'):
+def test_cuda_needs_a_device(tmp_path):
+    "On a machine without CUDA the point fails with the reason, recorded as its error"
+    import torch
+    if torch.cuda.is_available(): pytest.skip('this machine has CUDA')
+    with pytest.raises(pm.PapermillExecutionError, match='sees no CUDA device'):
         _run(tmp_path, task='match', quant='int8-dynamic', device='cuda')
+    rec = load_results(tmp_path / 'records').iloc[0]
+    assert rec.status == 'error' and 'sees no CUDA device' in rec.error
 
 
 def test_extract_rejects_batches(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match='batch_size must be 1, got 8'):
         _run(tmp_path, task='extract', batch_size=8)
-    assert not (tmp_path / 'records').exists()          # failed before anything was measured
+    recs = load_results(tmp_path / 'records')          # failed before anything was measured: an error record says why
+    assert len(recs) == 1 and recs.status[0] == 'error' and 'batch_size must be 1, got 8' in recs.error[0]
+    assert recs.n.isna().all()
 
 
 @pytest.mark.parametrize('name,task,sizes', [('extract', 'extract', [1]), ('match', 'match', [1, 8, 32])])

@@ -1,5 +1,6 @@
-# Two commands on a fresh machine:  make bench  (the default CPU sweep + report)  and  make test  (the suite).
-# Both create .venv and install what they need when it is missing or pyproject.toml changed.
+# Two commands on a fresh machine:  make bench  (the default CPU sweep + report)  and  make test  (the suite);
+# make lab  opens the notebooks in JupyterLab.
+# All three create .venv and install what they need when it is missing or pyproject.toml changed.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -16,7 +17,7 @@ export MPLBACKEND := Agg
 # `HF_HUB_OFFLINE=0 make bench SWEEP=...` lets a sweep of real hub ids download them.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: bench test install sweep report check-clean check-export check-readme nbtest pytest compat floor clean-runs
+.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest pytest compat floor clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# JupyterLab on the notebooks (tools/lab): from the repo root with .venv's kernel, on 127.0.0.1 at a free port (or
+# `make lab LAB_PORT=8888`), with a fresh token printed in the URL (or LAB_TOKEN=...), no browser, --allow-root as root.
+LAB_PORT ?=
+lab: $(STAMP)
+	@LAB_PORT='$(LAB_PORT)' $(BIN)/python tools/lab
 
 # The sweep exits 1 when some points failed (they are recorded): draw the report anyway, then report the failure.
 bench: $(STAMP)
@@ -66,7 +73,7 @@ $(COMPAT)/.installed: pyproject.toml
 compat: $(STAMP) $(COMPAT)/.installed
 	PYTHONPATH=$(abspath $(COMPAT)) GTE_BENCH_EXPECT_TRANSFORMERS=$(TF_FLOOR) $(BIN)/python -m pytest -q \
 	  -k 'not interrupted' tests/test_compat.py tests/test_checkpoint_layouts.py tests/test_tasks.py \
-	  tests/test_ablation.py tests/test_capacity.py tests/test_cli.py tests/test_sweep.py tests/test_papermill.py tests/test_load.py \
+	  tests/test_ablation.py tests/test_max_batch.py tests/test_cli.py tests/test_sweep.py tests/test_papermill.py tests/test_load.py \
 	  tests/test_frame.py
 
 # The declared floor of torch and transformers together, in a venv of its own (.venv-floor): the whole pytest suite

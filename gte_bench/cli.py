@@ -1,4 +1,4 @@
-"""`gte-bench env | sweep | report | data | capacity | readme`: the entry points of the workbench.
+"""`gte-bench env | sweep | report | data | max-batch | readme`: the entry points of the workbench.
 
 Docs: https://gte-bench.github.io/gte_bench/api/cli.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://gte-bench.github.io/gte_bench/api/cli.html.md"""
 
 # %% ../nbs/api/70_cli.ipynb #75040c61
 from __future__ import annotations
-import argparse, inspect, json, os, sys, time
+import argparse, inspect, json, os, signal, sys, threading, time
 from pathlib import Path
 from typing import Callable
 
@@ -15,9 +15,9 @@ from fastcore.docments import docments
 from .env import capture_env, project_root
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DATA_KINDS', 'notebook_markdown', 'write_readme', 'command', 'command_parser', 'main', 'env_command',
-           'sweep_command', 'run_report', 'report_command', 'floats', 'make_data', 'data_command', 'capacity_command',
-           'readme_command']
+__all__ = ['COMMANDS', 'RENAMED', 'DATA_KINDS', 'notebook_markdown', 'write_readme', 'command', 'command_parser', 'one_line',
+           'main', 'env_command', 'sweep_command', 'run_report', 'report_command', 'floats', 'make_data',
+           'data_command', 'max_batch_command', 'readme_command']
 
 # %% ../nbs/api/70_cli.ipynb #07e844cf
 def notebook_markdown(nb_path:str|Path) -> str:
@@ -77,6 +77,16 @@ def command_parser(name:str) -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/api/70_cli.ipynb #03c31c17
+RENAMED = {'capacity': 'max-batch'}
+"Commands by their old names: `gte-bench capacity` is now `gte-bench max-batch` (capacity is the load held under an SLO)"
+
+def _stopped(signum, frame): raise KeyboardInterrupt(f'stopped by {signal.Signals(signum).name}')
+
+def one_line(e:BaseException) -> str:
+    "The first line of an error's message (its type when it has none), with a pointer to the rest when there is more"
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return lines[0] + (' (GTE_BENCH_DEBUG=1 shows the rest)' if len(lines) > 1 else '')
+
 def main(argv:list[str]|None=None) -> int:
     "Entry point of `gte-bench`: dispatch to a subcommand; one line and exit 2 for an error a user can fix"
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -85,16 +95,21 @@ def main(argv:list[str]|None=None) -> int:
         print('usage: gte-bench COMMAND [options]   (gte-bench COMMAND -h for its options)\n\nBenchmark workbench for Chinese text models.\n\n'
               + '\n'.join(f'  {k:<{width}}  {inspect.getdoc(f).splitlines()[0]}' for k, f in COMMANDS.items()),
               file=sys.stdout if argv[:1] in (['-h'], ['--help']) else sys.stderr)
-        if argv and argv[0] not in ('-h', '--help'): print(f'gte-bench: no command {argv[0]!r}', file=sys.stderr)
+        if argv and argv[0] not in ('-h', '--help'):
+            print(f'gte-bench: no command {argv[0]!r}' + (f'; it is now {RENAMED[argv[0]]!r}' if argv[0] in RENAMED else ''), file=sys.stderr)
         return 0 if argv[:1] in (['-h'], ['--help']) else 2
     name = argv[0]
     args = command_parser(name).parse_args(argv[1:])
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _stopped) if main_thread else None     # SIGTERM stops a command as Ctrl-C does
     try: return COMMANDS[name](**vars(args)) or 0
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr); return 130
+    except KeyboardInterrupt as e:
+        print(f"gte-bench {name}: {one_line(e) if str(e) else 'interrupted'}", file=sys.stderr); return 130
     except Exception as e:
         if os.environ.get('GTE_BENCH_DEBUG'): raise
-        print(f'gte-bench {name}: {e}', file=sys.stderr); return 2
+        print(f'gte-bench {name}: {one_line(e)}', file=sys.stderr); return 2
+    finally:
+        if old is not None: signal.signal(signal.SIGTERM, old)
 
 # %% ../nbs/api/70_cli.ipynb #4124a229
 @command('env')
@@ -109,27 +124,25 @@ def sweep_command(spec:str, # sweep YAML, e.g. sweeps/default.yaml
                   retry_failed:bool=False, # run points with an error record again
                   timeout:float=None, # limit per notebook cell, seconds
                   quiet:bool=False, # no progress output
+                  repeat:int=None, # run every point N times, interleaved, a record each (default: the file's repeat, else 1)
                  ) -> int:
     "Run every point of a sweep file not yet recorded (exit 1 when some points failed: they are recorded)"
     from gte_bench.sweep import run_sweep
-    return 1 if run_sweep(spec, out, runs, retry_failed, timeout, progress=not quiet)['error'] else 0
+    return 1 if run_sweep(spec, out, runs, retry_failed, timeout, progress=not quiet, repeat=repeat)['error'] else 0
 
 # %% ../nbs/api/70_cli.ipynb #4dbabb88
 def run_report(results_dir:str|Path, runs:str|Path|None=None) -> Path:
     "Run the report notebook on `results_dir` through papermill; returns the folder with report.md and PNGs"
-    import papermill as pm
     from gte_bench.records import load_results
     from gte_bench.run import bench_notebook
-    from gte_bench.sweep import KERNEL_KW, kernel_env
-    kernel_env()
+    from gte_bench.sweep import execute_notebook
     rd = Path(results_dir).resolve()
     if not rd.is_dir(): raise FileNotFoundError(f"results folder {str(results_dir)!r} does not exist")
     if load_results(rd).empty: raise ValueError(f"no records under {str(results_dir)!r}; run a sweep into it first")
     out = Path(runs).resolve() if runs else rd / 'report'
     out.mkdir(parents=True, exist_ok=True)
     nb = bench_notebook('report')
-    pm.execute_notebook(str(nb), str(out / 'report.ipynb'), parameters=dict(results_dir=str(rd)),
-                        kernel_name='python3', progress_bar=False, cwd=str(nb.parent), **KERNEL_KW)
+    execute_notebook(nb, out / 'report.ipynb', dict(results_dir=str(rd)))
     return rd / 'report'
 
 @command('report')
@@ -152,7 +165,7 @@ def floats(s:str, what:str, kind=float) -> tuple:
 def make_data(kind:str, n:int, seed:int=0, mix:str|None=None, lengths:str|None=None):
     "The DataFrame of `gte-bench data KIND`"
     if kind not in DATA_KINDS: raise ValueError(f"unknown dataset {kind!r}; choose from {', '.join(DATA_KINDS)}")
-    if n < 0: raise ValueError(f"--n must be >= 0, got {n}")
+    if n < 1: raise ValueError(f"--n must be at least 1 (the rows to write), got {n}")
     if mix and kind != 'pairs': raise ValueError("--mix applies to pairs only")
     if lengths and kind != 'texts': raise ValueError("--lengths applies to texts only")
     if kind in ('addresses', 'pairs'):
@@ -165,23 +178,24 @@ def make_data(kind:str, n:int, seed:int=0, mix:str|None=None, lengths:str|None=N
 
 @command('data')
 def data_command(kind:str, # addresses | pairs | texts | uie
-                 out:str=None, # output file: parquet, or JSON lines when it ends in .jsonl (required)
+                 out:str=None, # output file, its format by its suffix: .parquet, .jsonl (JSON lines) or .csv (required)
                  n:int=1000, # rows
                  seed:int=0, # same seed, same bytes
                  mix:str=None, # pairs: shares of exact,partial,not match, e.g. 0.4,0.3,0.3
                  lengths:str=None, # texts: target lengths in characters, e.g. 16,32,64,128,256,500 (default: log-uniform 10-500)
                 ):
     "Generate a dataset: addresses, address pairs, texts by length, extraction set"
-    from gte_bench.data import write_table
-    if not out: raise ValueError('--out is required: the file to write (.parquet, or .jsonl for JSON lines)')
+    from gte_bench.data import check_table_path, write_table
+    if not out: raise ValueError('--out is required: the file to write (.parquet, .jsonl for JSON lines, or .csv)')
+    check_table_path(out)                                     # before generating: a bad suffix fails at once
     t0 = time.perf_counter()
     df = make_data(kind, n, seed, mix, lengths)
     p = write_table(df, out)
     print(f"{kind}: {len(df):,} rows (seed {seed}) -> {p} in {time.perf_counter() - t0:.2f} s")
 
 # %% ../nbs/api/70_cli.ipynb #1fe04759
-@command('capacity')
-def capacity_command(model:str, # preset name or alias, local checkpoint folder, or hub id
+@command('max-batch')
+def max_batch_command(model:str, # preset name or alias, local checkpoint folder, or hub id
                      device:str='cpu', # cpu (a child process per trial, judged by peak RSS) or cuda[:i] (in process)
                      budget_mb:float=None, # CPU: required, the most resident memory a process may use; CUDA: default the device total
                      lengths:str='128,512', # sequence lengths in tokens, one search each
@@ -191,15 +205,15 @@ def capacity_command(model:str, # preset name or alias, local checkpoint folder,
                      out:str=None, # also write one record per length into this records folder
                     ):
     "Largest batch that fits in memory at each sequence length (bisection)"
-    from gte_bench.capacity import capacity_records, capacity_search
+    from gte_bench.max_batch import max_batch_records, max_batch_search
     from gte_bench.records import write_record
-    df = capacity_search(model, device, list(floats(lengths, '--lengths', int)), budget_mb, dtype, limit, threads=threads)
+    df = max_batch_search(model, device, list(floats(lengths, '--lengths', int)), budget_mb, dtype, limit, threads=threads)
     cols = ['seq_len', 'max_batch', 'max_tokens', 'peak_mb', 'fail_batch', 'trials', 'seconds', 'note']
     print(f"{model} on {df.device[0]} ({dtype}), budget {df.budget_mb[0]:,.0f} MB; memory: {df.measured[0]}")
     print(df[cols].to_string(index=False, float_format=lambda v: f'{v:,.1f}'))
     if out:
         env = capture_env()
-        for rec in capacity_records(df, env): write_record(rec, out)
+        for rec in max_batch_records(df, env): write_record(rec, out)
         print(f"{len(df)} records -> {out}")
 
 # %% ../nbs/api/70_cli.ipynb #933367ea

@@ -15,10 +15,11 @@ import pandas as pd
 # %% auto #0
 __all__ = ['MUNICIPALITIES', 'ROAD_STEMS', 'ROAD_TYPES', 'DIRECTIONS', 'TOWN_TYPES', 'ESTATE_STEMS', 'COMMERCIAL_STEMS',
            'POI_RESIDENTIAL', 'POI_COMMERCIAL', 'NAME_ROLES', 'SHAPE_GROUPS', 'ADMIN_ROLES', 'SEPARATORS', 'LANDMARKS',
-           'TRAILING', 'NOISE_OPS', 'DEFAULT_RATES', 'LABELS', 'Place', 'places', 'Address', 'address_parts', 'join',
-           'random_address', 'shape_typo', 'homophone_typo', 'drop_level', 'short_name', 'abbreviate', 'synonyms',
-           'chinese_numerals', 'fullwidth', 'separators', 'reorder', 'poi_alias', 'landmark', 'trailing_noise',
-           'apply_noise', 'make_pair', 'make_pairs', 'make_addresses', 'write_table', 'parse_check']
+           'TRAILING', 'NOISE_OPS', 'DEFAULT_RATES', 'LABELS', 'TABLE_FORMATS', 'Place', 'places', 'Address',
+           'address_parts', 'join', 'random_address', 'shape_typo', 'homophone_typo', 'drop_level', 'short_name',
+           'abbreviate', 'synonyms', 'chinese_numerals', 'fullwidth', 'separators', 'reorder', 'poi_alias', 'landmark',
+           'trailing_noise', 'apply_noise', 'make_pair', 'make_pairs', 'make_addresses', 'check_table_path',
+           'write_table', 'parse_check']
 
 # %% ../nbs/api/01_data.ipynb #774cd183
 MUNICIPALITIES = ('北京市', '上海市', '天津市', '重庆市')
@@ -407,12 +408,26 @@ def make_addresses(n:int, # number of addresses
     return pd.DataFrame(rows, columns=cols).astype({'unit': 'Int64'})
 
 # %% ../nbs/api/01_data.ipynb #7b437ff1
+TABLE_FORMATS = {'.parquet': 'Parquet', '.jsonl': 'JSON lines', '.csv': 'CSV'}
+"The files write_table writes, by the suffix of their name"
+
+def check_table_path(path) -> str:
+    "The suffix of `path` when write_table writes it, else a ValueError naming the suffixes it takes"
+    from pathlib import Path
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise ValueError(f"cannot write {str(path)!r}: the file name must end in "
+                         + ', '.join(f'{k} ({v})' for k, v in TABLE_FORMATS.items()))
+    return suffix
+
 def write_table(df:pd.DataFrame, path) -> 'Path':
-    "Write `df` to `path`: JSON lines for `.jsonl`, else parquet; deterministic bytes, written atomically"
+    "Write `df` to `path` in the format its suffix names (.parquet, .jsonl, .csv); deterministic bytes, written atomically"
     from pathlib import Path
     from gte_bench.records import atomic_write
-    if Path(path).suffix == '.jsonl':
+    suffix = check_table_path(path)
+    if suffix == '.jsonl':
         return atomic_write(path, lambda t: Path(t).write_text(df.to_json(orient='records', lines=True, force_ascii=False), encoding='utf-8'))
+    if suffix == '.csv': return atomic_write(path, lambda t: df.to_csv(t, index=False, encoding='utf-8', lineterminator='\n'))
     return atomic_write(path, lambda t: df.to_parquet(t, index=False))
 
 # %% ../nbs/api/01_data.ipynb #e4d61cd0

@@ -6,8 +6,8 @@ Docs: https://gte-bench.github.io/gte_bench/api/mgeo.html.md"""
 
 # %% ../nbs/api/12_mgeo.ipynb #20b56ce2
 from __future__ import annotations
-import json, re
-from dataclasses import dataclass
+import json, re, warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -38,6 +38,7 @@ class Matcher(Adapter):
     "A loaded address-pair classifier"
     max_length:int=128 # truncation of a pair, in tokens
     order:tuple|None=None # index of each of MATCH_LABELS among the model's logits; None: already in that order
+    noise_warned:bool=field(default=False, init=False, repr=False) # whether `match` on random weights was warned about
 
     task:ClassVar[str] = 'match'
     unit:ClassVar[str] = 'pairs'
@@ -91,6 +92,10 @@ def scores(self:Matcher, a:list[str], b:list[str]) -> np.ndarray:
 @patch
 def match(self:Matcher, a, b) -> list[dict]:
     "Label and class probabilities for each pair (a[i], b[i]); strings for one pair"
+    if self.weights == 'random' and not self.noise_warned:
+        self.noise_warned = True
+        warnings.warn(f"random-weight preset {self.name!r}: the labels are noise; load a real checkpoint (see README) "
+                      "to match addresses", UserWarning, stacklevel=2)
     if isinstance(a, str): a, b = [a], [b]
     p = self.scores(list(a), list(b))
     return [dict(label=MATCH_LABELS[int(i)], **{l: float(s) for l, s in zip(MATCH_LABELS, row)}) for i, row in zip(p.argmax(1), p)]

@@ -7,6 +7,7 @@ Docs: https://gte-bench.github.io/gte_bench/api/models.html.md"""
 # %% ../nbs/api/10_models.ipynb #8fb4c132
 from __future__ import annotations
 import math, os, time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence
@@ -18,12 +19,13 @@ from fastcore.basics import patch
 from .corpora import check_texts
 
 # %% auto #0
-__all__ = ['PRESETS', 'SPECIAL_TOKENS', 'DTYPES', 'HUB_PATTERNS', 'WEIGHT_FILES', 'ADAPTERS', 'FAMILY_MODULES', 'PADDINGS',
-           'Preset', 'find_preset', 'get_preset', 'encoder_flops', 'char_vocab', 'char_tokenizer', 'resolve_dtype',
-           'resolve_device', 'seeded', 'modelscope_cache', 'modelscope_copy', 'checkpoint_folder', 'is_modelscope_id',
-           'hub_folder', 'model_source', 'read_state_dict', 'folder_tokenizer', 'few', 'Counters', 'Graph', 'Adapter',
-           'register_adapter', 'adapter_class', 'load_model', 'LRU', 'pad_batch', 'run_batched', 'Embedder',
-           'EncoderGraph', 'seq_example', 'load_embedder', 'small_checkpoint']
+__all__ = ['PRESETS', 'SPECIAL_TOKENS', 'DTYPES', 'HUB_PATTERNS', 'MODELSCOPE_ENDPOINT', 'WEIGHT_FILES', 'ADAPTERS',
+           'FAMILY_MODULES', 'PADDINGS', 'Preset', 'find_preset', 'get_preset', 'encoder_flops', 'char_vocab',
+           'char_tokenizer', 'resolve_dtype', 'resolve_device', 'seeded', 'modelscope_cache', 'modelscope_copy',
+           'checkpoint_folder', 'is_modelscope_id', 'reachable', 'offline', 'hub_folder', 'modelscope_download',
+           'model_source', 'read_state_dict', 'folder_tokenizer', 'few', 'checkpoint_keys', 'quiet_loading', 'Counters',
+           'Graph', 'Adapter', 'register_adapter', 'adapter_class', 'load_model', 'LRU', 'pad_batch', 'run_batched',
+           'Embedder', 'EncoderGraph', 'seq_example', 'load_embedder', 'small_checkpoint']
 
 # %% ../nbs/api/10_models.ipynb #cfc9784a
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ def char_tokenizer(vocab_size:int=21128, model_max_length:int=512):
         special_tokens=[('[CLS]', vocab['[CLS]']), ('[SEP]', vocab['[SEP]'])])
     tok.decoder = decoders.WordPiece()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='[UNK]', pad_token='[PAD]', cls_token='[CLS]',
-                                   sep_token='[SEP]', mask_token='[MASK]', model_max_length=model_max_length)
+                                   sep_token='[SEP]', mask_token='[MASK]', model_max_length=model_max_length,
+                                   clean_up_tokenization_spaces=False)   # said, not left to a default older transformers warn about
 
 # %% ../nbs/api/10_models.ipynb #bc986d43
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -175,17 +178,50 @@ def is_modelscope_id(model:str) -> bool:
     "Whether `model` is a ModelScope id (owner iic or damo), which the Hugging Face hub does not serve"
     return model.split('/')[0] in ('iic', 'damo')
 
+def reachable(url:str, # an https:// or http:// address
+              timeout_s:float=3.0) -> bool:
+    "Whether a TCP connection to `url`'s host and port opens within `timeout_s`: a quick answer to 'is there a network?'"
+    import socket
+    from urllib.parse import urlparse
+    u = urlparse(url)
+    try:
+        with socket.create_connection((u.hostname, u.port or (443 if u.scheme == 'https' else 80)), timeout=timeout_s): return True
+    except OSError: return False
+
+def offline() -> bool:
+    "Whether the Hugging Face hub is switched off here (HF_HUB_OFFLINE), read now rather than when the hub was imported"
+    return os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in ('1', 'true', 'yes', 'on')
+
 def hub_folder(model_id:str, # owner/name
                preset:Preset|None=None, # the preset of its architecture, named in the error
               ) -> Path:
-    "The snapshot folder of hub model `model_id`: from the Hugging Face cache, or downloaded into it where there is network"
+    """The snapshot folder of hub model `model_id`: from the Hugging Face cache, else downloaded into it from `HF_ENDPOINT`
+    (the hub, or the mirror users in China set), failing at once when the endpoint cannot be reached"""
     from huggingface_hub import snapshot_download
-    try: return Path(snapshot_download(model_id, allow_patterns=HUB_PATTERNS))
-    except Exception as e:
-        hint = f"; the preset {preset.name!r} builds its architecture with random weights" if preset else ''
-        raise OSError(f"could not load the hub model {model_id!r}: neither in the Hugging Face cache nor in ModelScope's "
-                      f"({modelscope_cache()}), or no network ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-                      f"Pass a downloaded folder instead{hint}") from e
+    endpoint = os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'
+    hint = f"; the preset {preset.name!r} builds its architecture with random weights" if preset else ''
+    def fail(why:str, e:BaseException|None=None):
+        raise OSError(f"could not load the hub model {model_id!r}: not in the Hugging Face cache nor in ModelScope's "
+                      f"({modelscope_cache()}), and {why}. Pass a downloaded folder instead{hint}") from e
+    try: return Path(snapshot_download(model_id, allow_patterns=HUB_PATTERNS, local_files_only=True))
+    except Exception as e: cached = e
+    if offline(): fail(f"the hub is off here (HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']})", cached)
+    if not reachable(endpoint): fail(f"{endpoint} cannot be reached (no network? set HF_ENDPOINT to a mirror you can reach)", cached)
+    try: return Path(snapshot_download(model_id, allow_patterns=HUB_PATTERNS, endpoint=endpoint))
+    except Exception as e: fail(f"downloading it from {endpoint} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})", e)
+
+MODELSCOPE_ENDPOINT = 'https://www.modelscope.cn'
+"Where ModelScope downloads from (`MODELSCOPE_DOMAIN` overrides the host)"
+
+def modelscope_download(model_id:str) -> Path|None:
+    """ModelScope model `model_id` downloaded into ModelScope's cache with the `modelscope` package (the `modelscope`
+    extra), where it is installed and its hub can be reached; None otherwise"""
+    import importlib.util
+    if importlib.util.find_spec('modelscope') is None: return None
+    domain = os.environ.get('MODELSCOPE_DOMAIN')
+    if not reachable(f'https://{domain}' if domain else MODELSCOPE_ENDPOINT): return None
+    from modelscope import snapshot_download
+    return Path(snapshot_download(model_id, cache_dir=str(modelscope_cache())))
 
 def model_source(model:str, # preset name or alias, folder, ModelScope id or hub id
                  presets:Sequence[Preset], # the family's presets
@@ -200,9 +236,11 @@ def model_source(model:str, # preset name or alias, folder, ModelScope id or hub
         raise ValueError(f"model {model!r} is not a preset ({names}), not an existing folder, "
                          "and not a hub id of the form owner/name")
     if is_modelscope_id(model):
+        if (folder := modelscope_download(model)) is not None: return 'folder', folder
         raise ValueError(f"model {model!r} is neither a preset ({names}), nor a checkpoint folder, nor a model in "
                          f"ModelScope's cache ({modelscope_cache()}): download it there or into a folder "
-                         f"(`modelscope download --model {model} --local_dir DIR`) and pass that")
+                         f"(`pip install 'gte_bench[modelscope]'`, then `modelscope download --model {model} --local_dir DIR`) "
+                         "and pass that")
     return 'folder', hub_folder(model, known)
 
 # %% ../nbs/api/10_models.ipynb #53a12fe6
@@ -234,6 +272,28 @@ def few(names:Sequence[str], n:int=4) -> str:
     "The first `n` of `names`, and how many more there are"
     names = list(names)
     return ', '.join(names[:n]) + (f' and {len(names) - n} more' if len(names) > n else '')
+
+# %% ../nbs/api/10_models.ipynb #f17a7633
+def checkpoint_keys(folder:str|Path) -> set|None:
+    "Names of the weights in a checkpoint folder, read without loading them (safetensors, sharded indexes); None when it cannot tell"
+    import json
+    p = Path(folder)
+    for idx in ('model.safetensors.index.json', 'pytorch_model.bin.index.json'):
+        if (p / idx).exists(): return set(json.loads((p / idx).read_text(encoding='utf-8'))['weight_map'])
+    if (p / 'model.safetensors').exists():
+        from safetensors import safe_open
+        with safe_open(str(p / 'model.safetensors'), 'pt') as f: return set(f.keys())
+    return None
+
+@contextmanager
+def quiet_loading():
+    "transformers' progress bars off for the body, as they were after it"
+    from transformers.utils import logging as hf_logging
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        if was: hf_logging.enable_progress_bar()
 
 # %% ../nbs/api/10_models.ipynb #66e4a173
 @dataclass
@@ -309,6 +369,15 @@ class Adapter:
     def fidelity_items(self, items:Sequence) -> tuple[list, dict]:
         "The items fidelity is measured on, and the batch call's options for it (default: the items as they are)"
         return list(items), {}
+    def full_tokens(self, items:Sequence) -> list[int]:
+        "Tokens of each checked item before any truncation (texts, extraction items' texts, or pairs), as its tokenizer counts them"
+        items = list(items)
+        if not items: return []
+        kw = dict(truncation=False, verbose=False)      # verbose: no warning about sequences longer than the model takes
+        if isinstance(items[0], str): enc = self.tokenizer(items, **kw)
+        elif 'a' in items[0]: enc = self.tokenizer([p['a'] for p in items], [p['b'] for p in items], **kw)
+        else: enc = self.tokenizer([x['text'] for x in items], **kw)
+        return [len(x) for x in enc['input_ids']]
 
     @property
     def params(self) -> int: return sum(p.numel() for p in self.model.parameters())
@@ -377,7 +446,7 @@ def load_model(model:str|None=None, # preset name or alias, folder, ModelScope i
     else:
         if not (src / 'config.json').exists():
             raise FileNotFoundError(f"{model!r} is a path but has no config.json: not a checkpoint folder")
-        m, tok, notes = cls.from_folder(src, attn_implementation, trust_remote_code)
+        with quiet_loading(): m, tok, notes = cls.from_folder(src, attn_implementation, trust_remote_code)
         weights, preset = 'checkpoint', find_preset(model, cls.presets)
         meta = dict(source=str(model), trust_remote_code=trust_remote_code)
         if str(src) != str(model): meta['folder'] = str(src)
@@ -545,8 +614,11 @@ def build(cls:Embedder, preset:Preset, seed:int, attn_implementation:str|None):
 @patch(cls_method=True)
 def from_folder(cls:Embedder, folder:Path, attn_implementation:str|None, trust_remote_code:bool):
     "transformers' `AutoModel` and `AutoTokenizer` of the folder (a ModelScope download's `bert.` prefix included)"
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
     kw = dict(trust_remote_code=trust_remote_code, **({'attn_implementation': attn_implementation} if attn_implementation else {}))
+    keys = checkpoint_keys(folder)
+    if AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code).model_type == 'bert' and keys is not None:
+        kw['add_pooling_layer'] = any(k.endswith('pooler.dense.weight') for k in keys)   # the pooler is never run: build it only to load it
     tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     return AutoModel.from_pretrained(str(folder), **kw), tok, []
 

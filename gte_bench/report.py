@@ -22,16 +22,21 @@ from .loadgen import pct_col
 from .records import METRIC_COLUMNS, TIMELINE_DIR, load_results
 
 # %% auto #0
-__all__ = ['FIG_DPI', 'PCTS', 'STAGES', 'SUMMARY_COLUMNS', 'SOAK_COLUMNS', 'FIDELITY', 'FID_COLUMNS', 'ABLATION_COLUMNS',
-           'ABLATION_INTRO', 'LOAD_COLUMNS', 'LOAD_SETUP', 'HEAD_COLUMNS', 'MAIN_METRICS', 'SECTIONS', 'RUNS_NOTE',
-           'LOAD_PROSE', 'SOAK_PROSE', 'by_scenario', 'is_latency', 'is_ablation', 'is_load', 'is_soak', 'save_figure',
-           'ok_runs', 'shaped_runs', 'plot_latency_vs_batch', 'plot_latency_vs_length', 'plot_throughput', 'has_stages',
-           'plot_breakdown', 'growth_fit', 'growth_table', 'length_fits', 'plot_length_fit', 'summary_table',
-           'failures_table', 'environment_lines', 'soak_table', 'Fidelity', 'ablation_families', 'ablation_keys',
-           'ablation_table', 'best_variants', 'plot_ablation', 'ablation_prose', 'load_table', 'plot_load',
-           'config_columns', 'scenario_table', 'shared_config', 'Context', 'Prose', 'Table', 'Plot', 'Figures',
-           'Bullets', 'Section', 'register_section', 'sections', 'render_section', 'unclaimed', 'failed_runs',
-           'ScenarioTables', 'headline', 'write_report']
+__all__ = ['FIG_DPI', 'PCTS', 'HEAD_COLUMNS', 'POINT_KEYS', 'FLAG_NAMES', 'REPEAT_SPREAD_MAX', 'TAIL_RATIO_MAX', 'RANGE_COLUMNS',
+           'POINT_ORDER', 'TICK_STEPS', 'MIN_CONTRAST', 'BATCH_PALETTE', 'LENGTH_PALETTE', 'STAGES', 'LINEAR_MIN_R2',
+           'LINEAR_LOO_SLACK', 'LOO_NEGLIGIBLE', 'SUMMARY_COLUMNS', 'REPEAT_COLUMNS', 'SOAK_COLUMNS', 'FIDELITY',
+           'FID_COLUMNS', 'ABLATION_COLUMNS', 'ABLATION_INTRO', 'LOAD_COLUMNS', 'LOAD_SETUP', 'MAIN_METRICS',
+           'SECTIONS', 'RUNS_NOTE', 'LOAD_PROSE', 'GROWTH_RULE', 'SOAK_PROSE', 'by_scenario', 'is_latency',
+           'is_ablation', 'is_load', 'is_soak', 'save_figure', 'ok_runs', 'point_columns', 'flag_set', 'run_flags',
+           'with_flags', 'flag_columns', 'points', 'clean_points', 'flag_why', 'runs_prose', 'shaped_runs', 'log_ticks',
+           'plain_log_axis', 'contrast_on_white', 'visible', 'level_colours', 'plot_latency_vs_batch',
+           'plot_latency_vs_length', 'plot_throughput', 'has_stages', 'plot_breakdown', 'growth_fit', 'growth_table',
+           'length_fits', 'fit_label', 'plot_length_fit', 'truncation_note', 'summary_table', 'failures_table',
+           'environment_lines', 'soak_table', 'Fidelity', 'ablation_families', 'ablation_keys', 'ablation_table',
+           'best_variants', 'plot_ablation', 'ablation_prose', 'load_table', 'plot_load', 'config_columns',
+           'scenario_table', 'shared_config', 'Context', 'Prose', 'Table', 'Plot', 'Figures', 'Bullets', 'Section',
+           'register_section', 'sections', 'render_section', 'growth_prose', 'length_fit_table', 'unclaimed',
+           'failed_runs', 'ScenarioTables', 'headline', 'write_report']
 
 # %% ../nbs/api/60_report.ipynb #0c2d9e57
 def by_scenario(*names:str, # the scenarios selected
@@ -79,33 +84,249 @@ def save_figure(draw:Callable, # called with no argument, returns the figure (dr
 PCTS = {'p50_ms': 'p50', 'p95_ms': 'p95', 'p99_ms': 'p99'}
 
 def ok_runs(df:pd.DataFrame) -> pd.DataFrame:
-    "Successful runs with a `setup` column naming the task (when not embedding), model, device and dtype"
+    "Successful runs with their corpus named and a `setup` column: the task (when not embedding), model, corpus (when the runs differ in it), device and dtype"
     ok = df[df.status == 'ok'].copy()
     if ok.empty: return ok
-    col = lambda c: ok[c].astype(str) if c in ok else pd.Series('?', index=ok.index)
+    if 'corpus_resolved' in ok:       # corpus '' runs the family's default corpus, which the record names
+        given = ok['corpus'].astype(object) if 'corpus' in ok else pd.Series(None, index=ok.index, dtype=object)
+        ok['corpus'] = given.where(given.notna() & given.ne(''), ok['corpus_resolved'].astype(object))
+    col = lambda c: ok[c].astype(object).where(ok[c].notna(), '?').astype(str) if c in ok else pd.Series('?', index=ok.index)
     task = ok['task'].fillna('embed').astype(str) if 'task' in ok else pd.Series('embed', index=ok.index)
-    ok['setup'] = (task.where(task != 'embed', '').map(lambda t: f'{t} · ' if t else '') + col('model')
+    corpus = ' · ' + col('corpus') if 'corpus' in ok and ok['corpus'].nunique(dropna=False) > 1 else ''
+    ok['setup'] = (task.where(task != 'embed', '').map(lambda t: f'{t} · ' if t else '') + col('model') + corpus
                    + ' · ' + col('device') + ' · ' + col('dtype'))
     for c in ('batch_size', 'max_length'):    # whole numbers, even where records without them made the column float
         if c in ok and ok[c].notna().all() and (ok[c] % 1 == 0).all(): ok[c] = ok[c].astype('int64')
     return ok
 
+# %% ../nbs/api/60_report.ipynb #1689b9b1
+HEAD_COLUMNS = ('run_id', 'config_hash', 'status', 'error', 'recorded_at')
+"A record's head: which run it is and how it ended, stored before its config"
+
+def _config_span(names:list) -> list[str]:
+    "The config keys among a record's columns in stored order: after the head, before the environment and the metrics"
+    out = []
+    for c in names:
+        if c in HEAD_COLUMNS: continue
+        if c.startswith('env_') or c in METRIC_COLUMNS: break
+        out.append(c)
+    return out
+
+POINT_KEYS = ['scenario', 'task', 'model', 'weights', 'corpus', 'device', 'dtype', 'batch_size', 'max_length', 'padding']
+"Config columns that tell latency points apart, whatever the records' column order"
+
+def point_columns(df:pd.DataFrame) -> list[str]:
+    "What tells a point from another: the records' config columns (in stored order) and POINT_KEYS, less `repeat`"
+    cols = _config_span(list(df.columns)) + [c for c in POINT_KEYS if c in df.columns]
+    return [c for c in dict.fromkeys(cols) if c != 'repeat']
+
+FLAG_NAMES = ('contended', 'noisy')
+"The flags a record or a point may carry, in the order they are listed"
+
+def flag_set(flags) -> list[str]:
+    "The names in a `flags` value (comma-separated; '', None or NaN: none), those of FLAG_NAMES first"
+    if flags is None or (not isinstance(flags, str) and pd.isna(flags)): return []
+    names = dict.fromkeys(f.strip() for f in str(flags).split(',') if f.strip())
+    return sorted(names, key=lambda f: (FLAG_NAMES.index(f) if f in FLAG_NAMES else len(FLAG_NAMES), f))
+
+def run_flags(df:pd.DataFrame) -> pd.Series:
+    "Each record's flags, comma-separated: '' when clean, and for records without `flags` (written before runs were flagged)"
+    if 'flags' not in df.columns: return pd.Series('', index=df.index, dtype=object)
+    return df['flags'].map(lambda v: ','.join(flag_set(v))).astype(object)
+
+def with_flags(df:pd.DataFrame) -> pd.DataFrame:
+    "A copy of records `df` with `flags` as `run_flags` gives them and `flag_reason` ('' where clean)"
+    d = df.copy()
+    d['flags'] = run_flags(d)
+    reason = d['flag_reason'].astype(object) if 'flag_reason' in d else pd.Series('', index=d.index, dtype=object)
+    d['flag_reason'] = reason.where(d['flags'].ne('') & reason.notna(), '')
+    return d
+
+def flag_columns(df:pd.DataFrame) -> list[str]:
+    "`['flags', 'flag_reason']` when any of the records `df` is flagged, else none: what a table of records adds to show them"
+    return ['flags', 'flag_reason'] if run_flags(df).ne('').any() else []
+
+# %% ../nbs/api/60_report.ipynb #b7221db3
+REPEAT_SPREAD_MAX = 1.25
+"A point is noisy when its slowest repeat's p50 is more than this many times its fastest's"
+TAIL_RATIO_MAX = 1.5
+"A point is noisy when one repeat's p95/p50 is more than this many times the median of the other repeats'"
+RANGE_COLUMNS = ['p50_ms', 'p95_ms', 'p99_ms', 'items_per_s']
+"Metrics whose range over a point's repeats is kept beside their median: `<metric>_min`, `<metric>_max`"
+POINT_ORDER = ['task', 'model', 'corpus', 'device', 'dtype', 'max_length', 'batch_size']
+"The order of points: by setup, then length, then batch size (the records' order breaks ties)"
+
+def _noise(use:pd.DataFrame) -> list[str]:
+    "Why the repeats `use` of one point disagree implausibly (none: they agree)"
+    why, p50 = [], use['p50_ms'].astype(float)
+    if p50.notna().sum() >= 2 and p50.min() > 0 and (s := p50.max() / p50.min()) > REPEAT_SPREAD_MAX:
+        why.append(f'p50 ranges {s:.2f}× across {p50.notna().sum()} repeats, over {REPEAT_SPREAD_MAX:g}×')
+    tail = (use['p95_ms'].astype(float) / p50).to_numpy() if 'p95_ms' in use else np.array([])
+    for i, t in enumerate(tail):
+        others = np.delete(tail, i); others = others[~np.isnan(others)]
+        if np.isnan(t) or not len(others): continue
+        if t > TAIL_RATIO_MAX * (m := float(np.median(others))):
+            why.append(f"repeat {use['repeat'].iloc[i]:.0f}'s p95/p50 is {t:.2f}, {t / m:.1f}× the others' {m:.2f}")
+    return why
+
+def _reasons(d:pd.DataFrame) -> str:
+    "The distinct reasons the records `d` give for their flags, in parentheses ('' when none)"
+    r = list(dict.fromkeys(x for x in d['flag_reason'] if x))
+    return f" ({'; '.join(r)})" if r else ''
+
+def _merge_repeats(g:pd.DataFrame, key:list) -> dict:
+    "One point from the records `g` of its repeats: medians over those not contended (all, when every one is), ranges, flags"
+    contended = g['flags'].map(lambda f: 'contended' in flag_set(f))
+    use = g[~contended] if (~contended).any() else g
+    row = {}
+    for c in g.columns:
+        s = use[c]
+        numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        row[c] = g[c].iloc[0] if c in key else s.median() if numeric else s.iloc[0]
+    for c in RANGE_COLUMNS:
+        if c in use: row[f'{c}_min'], row[f'{c}_max'] = use[c].min(), use[c].max()
+    noisy, noise = use[use['flags'].map(lambda f: 'noisy' in flag_set(f))], _noise(use)
+    why = ([f'all {len(g)} repeats were contended{_reasons(g)}'] if contended.all() else []) + \
+          ([f'{len(noisy)} of its repeats were flagged noisy{_reasons(noisy)}'] if len(noisy) else []) + noise
+    names = [f for v in use['flags'] for f in flag_set(v)] + (['noisy'] if noise else [])
+    row.update(repeats=len(use), repeats_left_out=0 if contended.all() else int(contended.sum()),
+               flags=','.join(flag_set(','.join(names))), flag_reason='; '.join(why))
+    return row
+
+def points(df:pd.DataFrame) -> pd.DataFrame:
+    "The successful runs, one row per point: a run without repeats as it is, a point's repeats merged (medians, ranges, `repeats`); with `flags` and `flag_reason`"
+    ok = with_flags(ok_runs(df))
+    rep = ok['repeat'].notna() if 'repeat' in ok else pd.Series(False, index=ok.index)
+    single = ok[~rep].assign(repeats=1, repeats_left_out=0, _order=ok.index[~rep])
+    for c in RANGE_COLUMNS:
+        if c in single: single[f'{c}_min'] = single[f'{c}_max'] = single[c]
+    key = point_columns(ok)
+    merged = [dict(_merge_repeats(g, key), _order=g.index.min()) for _, g in ok[rep].groupby(key, dropna=False, sort=False)] if rep.any() else []
+    out = pd.concat([single, pd.DataFrame(merged)], ignore_index=True) if merged else single
+    out = out.sort_values('_order').sort_values([c for c in POINT_ORDER if c in out], kind='stable')
+    return out.drop(columns=['_order', 'repeat'], errors='ignore').reset_index(drop=True)
+
+def clean_points(df:pd.DataFrame) -> pd.DataFrame:
+    "The points no flag marks: what the latency plots draw and the growth fits fit"
+    p = points(df)
+    return p[p['flags'].eq('')].reset_index(drop=True)
+
+# %% ../nbs/api/60_report.ipynb #c1c7786b
+def _count(k:int, noun:str) -> str: return f"{k} {noun}{'' if k == 1 else 's'}"
+def _and(xs) -> str:
+    xs = [str(x) for x in xs]
+    return xs[0] if len(xs) == 1 else ', '.join(xs[:-1]) + ' and ' + xs[-1]
+
+def flag_why(name:str, # a flag
+             f:pd.DataFrame, # the points flagged `name`
+            ) -> str:
+    "Why the points `f` were flagged `name`: the CPU cores others used (contended, where recorded), else their reasons"
+    if name == 'contended' and 'other_cpu_cores' in f and f['other_cpu_cores'].notna().all():
+        return f"other processes used {f['other_cpu_cores'].astype(float).mean():.1f} CPU cores on average during their timed phase"
+    why = list(dict.fromkeys(r for r in f['flag_reason'] if isinstance(r, str) and r))
+    return '; '.join(why[:3]) + (f'; and {len(why) - 3} more' if len(why) > 3 else '') if why else 'no reason recorded'
+
+def runs_prose(df:pd.DataFrame) -> str|None:
+    "What the Runs table's rows are when points were repeated, how many were flagged and why, and what the plots and fits leave out"
+    p = points(df)
+    if p.empty: return None
+    repeated = 'repeat' in df.columns and df['repeat'].notna().any()
+    unit, out = ('point' if repeated else 'run'), []
+    if repeated:
+        n = p['repeats'] + p['repeats_left_out']
+        out.append((f'Each point ran {n.max()} times' if n.min() == n.max() else f'The points ran {n.min()} to {n.max()} times')
+                   + " (`repeat`): a row is the median over a point's repeats of each metric, with the range of p50 and p95 "
+                   '(`p50_ms_min` to `p50_ms_max`, `p95_ms_min` to `p95_ms_max`) and `repeats`, the number behind the median. '
+                   f"A point is flagged noisy when its repeats disagree: the slowest repeat's p50 over {REPEAT_SPREAD_MAX:g}× the "
+                   f"fastest's, or one repeat's p95/p50 over {TAIL_RATIO_MAX:g}× the others'.")
+        if left := int(p['repeats_left_out'].sum()):
+            out.append(f"{_count(left, 'repeat')} flagged contended {'was' if left == 1 else 'were'} left out of "
+                       "the median of {} (`repeats_left_out`); a point whose repeats were all contended keeps them all, and the flag."
+                       .format('its point' if p['repeats_left_out'].gt(0).sum() == 1 else 'their points'))
+    flagged = p[p['flags'].ne('')]
+    if len(flagged):
+        names = flag_set(','.join(flagged['flags']))
+        parts = [(n, flagged[flagged['flags'].map(lambda v: n in flag_set(v))]) for n in names]
+        one = len(flagged) == 1
+        out.append(f"{len(flagged)} of {_count(len(p), unit)} {'was' if one else 'were'} flagged"
+                   + (f' {names[0]} ({flag_why(*parts[0])})' if len(parts) == 1 else
+                      ': ' + '; '.join(f'{len(f)} {n} ({flag_why(n, f)})' for n, f in parts))
+                   + f". {'It is' if one else 'They are'} left out of the plots and the growth fits; the table keeps "
+                   f"{'it' if one else 'them'}, marked in `flags`.")
+    if 'flags' not in df.columns or df['flags'].isna().all():
+        out.append("The records carry no `flags`: they were written before runs were checked for other processes' load, so "
+                   f"nothing here tells a contended {unit} from a clean one.")
+    elif not len(flagged): out.append(f'No {unit} was flagged contended or noisy.')
+    return ' '.join(out)
+
+# %% ../nbs/api/60_report.ipynb #12ab75b8
 def shaped_runs(df:pd.DataFrame) -> pd.DataFrame:
-    "Successful runs with a truncation length: what the batch and length plots draw (extraction slides fixed windows and has none)"
-    ok = ok_runs(df)
+    "The clean points with a truncation length: what the batch and length plots draw (flagged points are left out; extraction slides fixed windows and has none)"
+    ok = clean_points(df)
     return ok[ok['max_length'].notna()] if 'max_length' in ok else ok.iloc[:0]
 
 def _long(ok:pd.DataFrame) -> pd.DataFrame:
     return ok.melt(id_vars=[c for c in ok.columns if c not in PCTS], value_vars=list(PCTS),
                    var_name='percentile', value_name='latency_ms').assign(percentile=lambda d: d.percentile.map(PCTS))
 
+# %% ../nbs/api/60_report.ipynb #e18badce
+TICK_STEPS = ([1], [1, 3], [1, 2, 5], [1, 1.5, 2, 3, 5, 7], [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9])
+"Mantissas of the candidate ticks of a log axis, coarsest first"
+
+def log_ticks(lo:float, hi:float, # the data's range on the axis (positive)
+              max_ticks:int=8, # at most this many (every k-th of a long sequence)
+             ) -> list[float]:
+    "Ticks for a log axis over [lo, hi]: the coarsest TICK_STEPS with three ticks in the range (two failing that), else evenly spaced ones"
+    if not (np.isfinite([lo, hi]).all() and 0 < lo <= hi): return []
+    e0, e1, two = math.floor(math.log10(lo)), math.ceil(math.log10(hi)), None
+    for steps in TICK_STEPS:
+        t = [x for e in range(e0, e1 + 1) for m in steps if lo * (1 - 1e-9) <= (x := float(f'{m * 10.0**e:.12g}')) <= hi * (1 + 1e-9)]
+        if len(t) >= 3: return t[::math.ceil(len(t) / max_ticks)]
+        if len(t) == 2 and two is None: two = t
+    if two: return two
+    return [float(f'{x:.12g}') for x in matplotlib.ticker.MaxNLocator(3).tick_values(lo, hi) if lo <= x <= hi] or [lo]
+
+def _plain(v:float, pos=None) -> str:
+    "A tick label as a plain number: 0.25, 3, 150, 2,500"
+    return f'{v:,.0f}' if abs(v) >= 1000 else f'{v:g}'
+
+def plain_log_axis(ax, which:str='y'):
+    "Label the log axis `which` ('x' or 'y') of `ax` with plain numbers at `log_ticks` of its data, minor ticks unlabelled"
+    axis, (lo, hi) = (ax.yaxis, ax.dataLim.intervaly) if which == 'y' else (ax.xaxis, ax.dataLim.intervalx)
+    if not (ticks := log_ticks(lo, hi)): return
+    axis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(_plain))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+MIN_CONTRAST = 3.0
+"Least contrast of a line's colour on the white page (WCAG 2's minimum for graphics)"
+BATCH_PALETTE, LENGTH_PALETTE = 'plasma', 'viridis'
+"The palettes of batch sizes and of truncation lengths"
+
+def contrast_on_white(colour) -> float:
+    "WCAG 2 contrast ratio of `colour` on white: 1 (white) to 21 (black)"
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in matplotlib.colors.to_rgb(colour)]
+    return 1.05 / (0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2] + 0.05)
+
+def visible(colour) -> tuple:
+    "`colour` darkened until its contrast on white reaches MIN_CONTRAST"
+    rgb = np.array(matplotlib.colors.to_rgb(colour))
+    while contrast_on_white(rgb) < MIN_CONTRAST: rgb = rgb * 0.95
+    return tuple(float(c) for c in rgb)
+
+def level_colours(levels, palette:str) -> dict:
+    "A visible colour for each distinct value of `levels`, in sorted order, sampled evenly from `palette`"
+    levels = sorted(pd.Series(list(levels)).dropna().unique().tolist())
+    return dict(zip(levels, map(visible, sns.color_palette(palette, len(levels)))))
+
 # %% ../nbs/api/60_report.ipynb #212689f8
 def plot_latency_vs_batch(ok:pd.DataFrame):
     "Latency p50/p95/p99 (ms) against batch size, one panel per setup, one colour per max_length"
     g = sns.relplot(data=_long(ok), x='batch_size', y='latency_ms', hue='max_length', style='percentile',
-                    col='setup', kind='line', marker='o', palette='viridis', height=3.6, aspect=1.15,
-                    facet_kws=dict(sharey=False))
+                    col='setup', kind='line', marker='o', palette=level_colours(ok.max_length, LENGTH_PALETTE), height=3.6,
+                    aspect=1.15, facet_kws=dict(sharey=False))
     g.set(xscale='log', yscale='log'); _batch_ticks(g, ok)
+    for ax in g.axes.flat: plain_log_axis(ax, 'y')
     g.set_axis_labels('batch size (texts per request)', 'latency per request (ms)')
     g.figure.suptitle('Latency percentiles vs batch size', y=1.03)
     return g.figure
@@ -119,9 +340,10 @@ def _batch_ticks(g, ok):
 def plot_latency_vs_length(ok:pd.DataFrame):
     "Latency p50/p95/p99 (ms) against tokens per text, one panel per setup, one colour per batch size"
     g = sns.relplot(data=_long(ok), x='seq_len_mean', y='latency_ms', hue='batch_size', style='percentile',
-                    col='setup', kind='line', marker='o', palette='rocket_r', height=3.6, aspect=1.15,
-                    facet_kws=dict(sharey=False))
+                    col='setup', kind='line', marker='o', palette=level_colours(ok.batch_size, BATCH_PALETTE), height=3.6,
+                    aspect=1.15, facet_kws=dict(sharey=False))
     g.set(yscale='log')
+    for ax in g.axes.flat: plain_log_axis(ax, 'y')
     g.set_axis_labels('sequence length (tokens per text, mean)', 'latency per request (ms)')
     g.figure.suptitle('Latency percentiles vs input length', y=1.03)
     return g.figure
@@ -129,7 +351,8 @@ def plot_latency_vs_length(ok:pd.DataFrame):
 def plot_throughput(ok:pd.DataFrame):
     "Throughput (texts/s) against batch size, one panel per setup, one colour per max_length"
     g = sns.relplot(data=ok, x='batch_size', y='items_per_s', hue='max_length', col='setup', kind='line',
-                    marker='o', palette='viridis', height=3.6, aspect=1.15, facet_kws=dict(sharey=False))
+                    marker='o', palette=level_colours(ok.max_length, LENGTH_PALETTE), height=3.6, aspect=1.15,
+                    facet_kws=dict(sharey=False))
     g.set(xscale='log'); _batch_ticks(g, ok)
     g.set_axis_labels('batch size (texts per request)', 'throughput (texts/s)')
     g.figure.suptitle('Throughput vs batch size', y=1.03)
@@ -160,32 +383,55 @@ def plot_breakdown(ok:pd.DataFrame):
     return fig
 
 # %% ../nbs/api/60_report.ipynb #1b7fc008
+LINEAR_MIN_R2 = 0.9
+"Linear growth needs the linear fit to explain at least this share of the variance of latency (R²)"
+LINEAR_LOO_SLACK = 1.2
+"Linear growth needs the linear fit's leave-one-out error to be at most this many times the quadratic's..."
+LOO_NEGLIGIBLE = 0.05
+"... or at most this share of the mean latency: an error that small is not much worse, whatever the quadratic's"
+
 def _loo_rmse(L:np.ndarray, y:np.ndarray, deg:int) -> float:
     "Root mean square error of a degree-`deg` fit predicting each point from all the others (leave-one-out)"
     e = [y[i] - np.polyval(np.polyfit(np.delete(L, i), np.delete(y, i), deg), L[i]) for i in range(len(L))]
     return float(np.sqrt(np.mean(np.square(e))))
 
 def growth_fit(lengths, latency_ms) -> dict:
-    "Linear and quadratic least-squares fits of latency against length: R², leave-one-out errors, the quadratic share at the longest length, the knee"
+    "Linear and quadratic least-squares fits of latency against length: coefficients, R², leave-one-out errors, the quadratic share at the longest length, the knee, the verdict and why"
     L, y = np.asarray(lengths, float), np.asarray(latency_ms, float)
     if len(np.unique(L)) < 4: raise ValueError(f"a growth fit needs at least 4 distinct lengths, got {sorted(set(L.tolist()))}")
     c, b, a = np.polyfit(L, y, 2); b1, a1 = np.polyfit(L, y, 1)
     ss = ((y - y.mean())**2).sum()
     r2 = lambda pred: float(1 - ((y - pred)**2).sum() / ss) if ss > 0 else 1.0
+    r2l, r2q = r2(a1 + b1 * L), r2(a + b * L + c * L**2)
     top = L.max()
     quad_share = float(c * top**2 / (a + b * top + c * top**2))
     loo = {deg: _loo_rmse(L, y, deg) for deg in (1, 2)}
-    growth = 'quadratic' if c > 0 and quad_share > 0.10 and loo[2] < loo[1] else 'linear'
+    vs = f'{loo[2]:.3g} against {loo[1]:.3g} ms'
+    not_quad = (['it bends down'] if c <= 0 else
+                ([f'its term is {quad_share:.0%} of the time at {top:g} tokens (over 10% needed)'] if quad_share <= 0.10 else [])
+                + ([f"it predicts left-out lengths {'worse' if loo[2] > loo[1] else 'no better'} than the linear fit ({vs})"] if loo[2] >= loo[1] else []))
+    not_lin = ((['latency falls with length'] if b1 <= 0 else [])
+               + ([f'its R² is {r2l:.2f} (at least {LINEAR_MIN_R2:g} needed)'] if r2l < LINEAR_MIN_R2 else [])
+               + ([f"it predicts left-out lengths {loo[1] / loo[2]:.1f}× worse than the quadratic ({loo[1]:.3g} against {loo[2]:.3g} ms)" if loo[2] > 0 else
+                   "it predicts left-out lengths worse than the quadratic, which predicts them exactly"]
+                  if loo[1] > max(LINEAR_LOO_SLACK * loo[2], LOO_NEGLIGIBLE * y.mean()) else []))
+    if not not_quad:
+        growth, why = 'quadratic', (f'the quadratic term grows, is {quad_share:.0%} of the time at {top:g} tokens and predicts '
+                                    f'left-out lengths better than the linear fit ({vs})')
+    elif not not_lin:
+        growth, why = 'linear', (f'the linear fit explains the latency (R² {r2l:.3f}, leave-one-out error {loo[1]:.3g} against '
+                                 f"the quadratic's {loo[2]:.3g} ms); not quadratic, as {' and '.join(not_quad)}")
+    else: growth, why = 'inconclusive', f"not quadratic, as {' and '.join(not_quad)}; not linear, as {' and '.join(not_lin)}"
     knee = float(b / c) if growth == 'quadratic' and b > 0 else math.nan   # undefined unless both terms grow
     return dict(n_lengths=int(len(np.unique(L))), intercept_ms=float(a), linear_ms_per_token=float(b),
-                quadratic_ms_per_token2=float(c), r2_linear=r2(a1 + b1 * L), r2_quadratic=r2(a + b * L + c * L**2),
-                loo_rmse_linear_ms=loo[1], loo_rmse_quadratic_ms=loo[2], quadratic_share_at_max=quad_share,
-                knee_tokens=knee, growth=growth)
+                quadratic_ms_per_token2=float(c), linear_fit_intercept_ms=float(a1), linear_fit_ms_per_token=float(b1),
+                r2_linear=r2l, r2_quadratic=r2q, loo_rmse_linear_ms=loo[1], loo_rmse_quadratic_ms=loo[2],
+                quadratic_share_at_max=quad_share, knee_tokens=knee, growth=growth, growth_reason=why)
 
 # %% ../nbs/api/60_report.ipynb #2c8f4a19
 def growth_table(df:pd.DataFrame) -> pd.DataFrame:
-    "Growth fit of p50 against tokens per text, per setup and batch size (where at least 4 lengths were run)"
-    ok, rows = ok_runs(df), []
+    "Growth fit of p50 against tokens per text, per setup and batch size (where at least 4 lengths were run), over the clean points"
+    ok, rows = clean_points(df), []
     for (setup, bs), g in (ok.groupby(['setup', 'batch_size']) if not ok.empty else []):
         if g.seq_len_mean.nunique() >= 4: rows.append(dict(setup=setup, batch_size=bs, **growth_fit(g.seq_len_mean, g.p50_ms)))
     return pd.DataFrame(rows)
@@ -194,37 +440,62 @@ def length_fits(df:pd.DataFrame) -> pd.DataFrame:
     "`growth_table` of the runs with a truncation length"
     return growth_table(df[df['max_length'].notna()]) if 'max_length' in df.columns else pd.DataFrame()
 
+def fit_label(f) -> str:
+    "A fit's legend label: its batch size, its verdict and the R² of the model the verdict names (both when inconclusive)"
+    if f['growth'] == 'quadratic':
+        knee = f", knee {f['knee_tokens']:,.0f} tok" if np.isfinite(f['knee_tokens']) else ''
+        return f"batch {f['batch_size']}: quadratic{knee} (R² {f['r2_quadratic']:.3f})"
+    if f['growth'] == 'linear': return f"batch {f['batch_size']}: linear (R² {f['r2_linear']:.3f})"
+    return f"batch {f['batch_size']}: {f['growth']} (R² linear {f['r2_linear']:.2f}, quadratic {f['r2_quadratic']:.2f})"
+
 def plot_length_fit(ok:pd.DataFrame, fits:pd.DataFrame):
-    "p50 against tokens per text with the fitted quadratic, one panel per setup"
-    setups = list(fits.setup.unique())
+    "p50 against tokens per text with the fit each verdict names (none when inconclusive), one panel per setup"
+    setups, colours = list(fits.setup.unique()), level_colours(ok.batch_size, BATCH_PALETTE)
     fig, axes = plt.subplots(1, len(setups), figsize=(5.2 * len(setups), 3.8), squeeze=False)
     for ax, setup in zip(axes[0], setups):
-        for i, f in enumerate(fits[fits.setup == setup].itertuples()):
+        for _, f in fits[fits.setup == setup].iterrows():
             g = ok[(ok.setup == setup) & (ok.batch_size == f.batch_size)].sort_values('seq_len_mean')
-            col = f'C{i}'
-            knee = f', knee {f.knee_tokens:,.0f} tok' if np.isfinite(f.knee_tokens) else ''
-            ax.plot(g.seq_len_mean, g.p50_ms, 'o', color=col, label=f'batch {f.batch_size}: {f.growth}{knee} (R² {f.r2_quadratic:.3f})')
+            col = colours[f.batch_size]
+            ax.plot(g.seq_len_mean, g.p50_ms, 'o', color=col, label=fit_label(f))
             xs = np.linspace(g.seq_len_mean.min(), g.seq_len_mean.max(), 100)
-            ax.plot(xs, f.intercept_ms + f.linear_ms_per_token * xs + f.quadratic_ms_per_token2 * xs**2, '--', color=col)
+            if f.growth == 'quadratic': ax.plot(xs, f.intercept_ms + f.linear_ms_per_token * xs + f.quadratic_ms_per_token2 * xs**2, '--', color=col)
+            elif f.growth == 'linear': ax.plot(xs, f.linear_fit_intercept_ms + f.linear_fit_ms_per_token * xs, '--', color=col)
         ax.set(title=setup, xlabel='tokens per text', ylabel='p50 latency per request (ms)'); ax.legend(fontsize=8)
-    fig.suptitle('Latency vs input length with quadratic fits', y=1.02); fig.tight_layout()
+    fig.suptitle('Latency vs input length: the fit each verdict names (none when inconclusive)', y=1.02); fig.tight_layout()
     return fig
 
 # %% ../nbs/api/60_report.ipynb #7ff6f384
-SUMMARY_COLUMNS = ['task', 'model', 'weights', 'device', 'dtype', 'batch_size', 'max_length', 'padding', 'seq_len_mean', 'n',
-                   'max_claimable_pct', 'p50_ms', 'p95_ms', 'p95_ci_lo_ms', 'p95_ci_hi_ms', 'p99_ms', 'items_per_s',
-                   'tokens_per_s', 'peak_mem_mb']
+SUMMARY_COLUMNS = ['task', 'model', 'weights', 'corpus', 'device', 'dtype', 'batch_size', 'max_length', 'padding', 'seq_len_mean', 'n',
+                   'max_claimable_pct', 'repeats', 'repeats_left_out', 'p50_ms', 'p50_ms_min', 'p50_ms_max', 'p95_ms', 'p95_ms_min',
+                   'p95_ms_max', 'p95_ci_lo_ms', 'p95_ci_hi_ms', 'p99_ms', 'items_per_s', 'tokens_per_s', 'peak_mem_mb',
+                   'truncated_share', 'truncated_tokens_mean', 'flags']
+REPEAT_COLUMNS = ['repeats', 'repeats_left_out', 'p50_ms_min', 'p50_ms_max', 'p95_ms_min', 'p95_ms_max']
+"The Runs table's columns for points with repeats: shown only when the records have repeats"
+
+def truncation_note(df:pd.DataFrame) -> str|None:
+    "What the runs cut: how many runs truncated texts at their truncation length, and how much (None when none did)"
+    p = points(df)
+    if 'truncated_share' not in p or not p['truncated_share'].fillna(0).gt(0).any(): return None
+    cut = p[p['truncated_share'].fillna(0).gt(0)]
+    return (f"{len(cut)} of {_count(len(p), 'run')} cut texts longer than their truncation length (`max_length`): "
+            f"{cut['truncated_share'].min():.0%} to {cut['truncated_share'].max():.0%} of their texts, losing "
+            f"{cut['truncated_tokens_mean'].min():.0f} to {cut['truncated_tokens_mean'].max():.0f} tokens each on average "
+            "(`truncated_share`, `truncated_tokens_mean`): their latency is that of the cut texts.")
 
 def summary_table(df:pd.DataFrame) -> pd.DataFrame:
-    "One row per successful run, the columns a reader compares, sorted by setup"
-    ok = df[df.status == 'ok']
-    cols = [c for c in SUMMARY_COLUMNS if c in ok.columns]
-    return ok[cols].sort_values([c for c in ('task', 'model', 'device', 'dtype', 'max_length', 'batch_size') if c in cols]).reset_index(drop=True)
+    "One row per successful point (a run, or the medians of a point's repeats with their range), the columns a reader compares, in `points`' order"
+    p = points(df)
+    drop = set() if 'repeat' in df.columns and df['repeat'].notna().any() else set(REPEAT_COLUMNS)
+    if 'repeats_left_out' in p and not p['repeats_left_out'].gt(0).any(): drop.add('repeats_left_out')
+    if not ('flags' in df.columns and df['flags'].notna().any() or p['flags'].ne('').any()): drop.add('flags')
+    if 'truncated_share' not in p or not p['truncated_share'].fillna(0).gt(0).any(): drop |= {'truncated_share', 'truncated_tokens_mean'}
+    cols = [c for c in SUMMARY_COLUMNS if c in p.columns and c not in drop]
+    return p[cols]
 
 def failures_table(df:pd.DataFrame) -> pd.DataFrame:
     "Failed runs with their error"
     bad = df[df.status != 'ok']
-    cols = [c for c in ('task', 'model', 'device', 'dtype', 'batch_size', 'max_length', 'error') if c in bad.columns]
+    cols = [c for c in ('task', 'model', 'corpus', 'device', 'dtype', 'batch_size', 'max_length', 'repeat', 'error') if c in bad.columns]
     return bad[cols].reset_index(drop=True)
 
 # %% ../nbs/api/60_report.ipynb #61a0f3b8
@@ -242,10 +513,10 @@ SOAK_COLUMNS = ['model', 'device', 'dtype', 'batch_size', 'max_length', 'leak_du
                 'leak_slope_mb_per_min', 'leak_r2', 'leak_growth_mb', 'leak_verdict', 'leak_reason']
 
 def soak_table(df:pd.DataFrame) -> pd.DataFrame:
-    "Runs whose timed phase was long enough for a leak verdict: the memory slope over it, the verdict and why"
+    "Runs whose timed phase was long enough for a leak verdict: the memory slope over it, the verdict and why (and their flags, if any)"
     if 'leak_verdict' not in df.columns: return pd.DataFrame(columns=SOAK_COLUMNS)
-    s = df[(df.status == 'ok') & df.leak_verdict.isin(['leak', 'stable'])]
-    return s[[c for c in SOAK_COLUMNS if c in s.columns]].reset_index(drop=True)
+    s = with_flags(df[(df.status == 'ok') & df.leak_verdict.isin(['leak', 'stable'])])
+    return s[[c for c in SOAK_COLUMNS if c in s.columns] + flag_columns(s)].reset_index(drop=True)
 
 # %% ../nbs/api/60_report.ipynb #114ea874
 class Fidelity(NamedTuple):
@@ -288,8 +559,8 @@ def ablation_keys(a:pd.DataFrame) -> list[str]:
     return (['task'] if mixed else []) + ['model', 'device', 'corpus']
 
 def ablation_table(df:pd.DataFrame) -> pd.DataFrame:
-    "One row per ablation variant: speed-up over the baseline, fidelity, a flag when outputs moved beyond tolerance"
-    a = df[is_ablation(df)].copy()
+    "One row per ablation variant: speed-up over the baseline, fidelity, a flag when outputs moved beyond tolerance (and the run's flags, if any)"
+    a = with_flags(df[is_ablation(df)])
     a = a[a['variant'].notna()] if 'variant' in a else a.iloc[:0]    # the per-point summary records have no variant
     if a.empty: return pd.DataFrame(columns=ABLATION_COLUMNS)
     if 'task' in a: a['task'] = a['task'].fillna('embed')
@@ -304,7 +575,7 @@ def ablation_table(df:pd.DataFrame) -> pd.DataFrame:
     for c in ABLATION_COLUMNS:
         if c not in a: a[c] = np.nan
     keys = ablation_keys(a)
-    cols = keys + [c for c in ABLATION_COLUMNS[3:] if c not in FID_COLUMNS or a[c].notna().any()]   # fidelity with data
+    cols = keys + [c for c in ABLATION_COLUMNS[3:] if c not in FID_COLUMNS or a[c].notna().any()] + flag_columns(a)   # fidelity with data
     order = a['speedup'].fillna(-1)
     return (a.assign(_o=order).sort_values(keys + ['_o', 'variant'], ascending=[True] * len(keys) + [False, True])
              [cols].reset_index(drop=True))
@@ -339,7 +610,8 @@ def plot_ablation(df:pd.DataFrame):
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 0.26 * sizes.sum() + 1.2 * len(panels)), squeeze=False,
                              gridspec_kw=dict(height_ratios=[sizes[p] for p in panels]))
     lo, hi = t.speedup_min.min(), t.speedup_max.max()
-    ticks = [x for x in (0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64) if lo / 1.5 <= x <= hi * 1.5] or [1]
+    ticks = [x for x in (0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64) if lo / 1.5 <= x <= hi * 1.5]
+    if len(ticks) < 2: ticks = log_ticks(lo / 1.5, hi * 1.5) or [1]     # speed-ups within a factor of two
     for ax, p in zip(axes[:, 0], panels):
         g = t[t.panel == p].sort_values('speedup')
         colour = np.where(g.fid_ok.astype(bool), '#3a923a', '#e1812c')
@@ -378,10 +650,10 @@ LOAD_SETUP = ['batch_size', 'max_wait_ms', 'threads', 'server_queries']   # what
 
 def load_table(df:pd.DataFrame) -> pd.DataFrame:
     "One row per load point: the capacity under the SLO and the side-by-side single-stream and offline figures"
-    s = df[is_load(df) & df.get('outcome', pd.Series(index=df.index, dtype=object)).eq('summary')].copy()
+    s = with_flags(df[is_load(df) & df.get('outcome', pd.Series(index=df.index, dtype=object)).eq('summary')])
     for c in LOAD_COLUMNS:
         if c not in s: s[c] = np.nan
-    return s[LOAD_COLUMNS].sort_values(['model', 'device', 'corpus'] + LOAD_SETUP).reset_index(drop=True)
+    return s[LOAD_COLUMNS + flag_columns(s)].sort_values(['model', 'device', 'corpus'] + LOAD_SETUP).reset_index(drop=True)
 
 # %% ../nbs/api/60_report.ipynb #2e5c9a07
 def plot_load(df:pd.DataFrame):
@@ -390,45 +662,33 @@ def plot_load(df:pd.DataFrame):
     keys = ['model', 'device', 'corpus']
     panels = list(pr.groupby(keys).groups) if len(pr) else []
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.2 * max(len(panels), 1), 3.8), squeeze=False)
+    colours = [visible(c) for c in sns.color_palette('tab10')]
     for ax, key in zip(axes[0], panels):
         g = pr[(pr[keys] == pd.Series(key, index=keys)).all(axis=1)]
         setup = [c for c in LOAD_SETUP if c in g]
         pct, slo = float(g.slo_percentile.iloc[0]), g.slo_ms.iloc[0]
         col = pct_col(pct)
-        for vals, h in g.groupby(setup, dropna=False):
+        for i, (vals, h) in enumerate(g.groupby(setup, dropna=False)):
             if col not in h or h[col].isna().all(): continue      # LoadGen reports 50, 90, 95, 97, 99 and 99.9 only
             lab = ', '.join(f'{k}={v:g}' if isinstance(v, (int, float)) else f'{k}={v}' for k, v in zip(setup, vals))
-            color = None        # one colour per setup; each capacity search its own line
+            color = colours[i % len(colours)]        # one colour per setup; each capacity search its own line
             for _, s in h.groupby(h['search'].fillna(0) if 'search' in h else np.zeros(len(h))):
                 s = s.sort_values('lg_target_qps')
-                line, = ax.plot(s.lg_target_qps, s[col], marker='o', ms=4, color=color, label=None if color else lab)
-                color = line.get_color()
+                ax.plot(s.lg_target_qps, s[col], marker='o', ms=4, color=color, label=lab); lab = None
                 bad = s[~s.lg_valid.astype(bool)]
                 ax.scatter(bad.lg_target_qps, bad[col], marker='x', color=color, s=60, zorder=3)
         ax.axhline(slo, color='k', ls='--', lw=1, label=f'SLO P{pct:g} {slo:g} ms')
         ax.set(xscale='log', yscale='log', xlabel='offered rate (requests/s, Poisson)',
                ylabel=f'P{pct:g} latency (ms)', title=' · '.join(map(str, key)))
-        for axis in (ax.xaxis, ax.yaxis):     # plain numbers on log axes
-            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:g}'))
-            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        plain_log_axis(ax, 'x'); plain_log_axis(ax, 'y')
         ax.legend(fontsize=7)
     fig.suptitle('Server scenario (MLPerf LoadGen): x = probe that failed the SLO or its sample count', fontsize=9)
     fig.tight_layout()
     return fig
 
 # %% ../nbs/api/60_report.ipynb #7f1c3a92
-HEAD_COLUMNS = ('run_id', 'config_hash', 'status', 'error', 'recorded_at')
 MAIN_METRICS = ['n', 'p50_ms', 'p95_ms', 'p99_ms', 'items_per_s', 'peak_mem_mb']
 "The metrics the table of a scenario without a section shows (those that have data)"
-
-def _config_span(names:list) -> list[str]:
-    "The config keys among a record's columns in stored order: after the head, before the environment and the metrics"
-    out = []
-    for c in names:
-        if c in HEAD_COLUMNS: continue
-        if c.startswith('env_') or c in METRIC_COLUMNS: break
-        out.append(c)
-    return out
 
 def config_columns(df:pd.DataFrame, # records
                    results_dir:str|Path|None=None, # where their files are (None: the order of df's columns)
@@ -445,10 +705,10 @@ def config_columns(df:pd.DataFrame, # records
     return cols
 
 def scenario_table(df:pd.DataFrame, config:list) -> pd.DataFrame:
-    "Successful runs: the `config` columns that vary between them (the scenario aside) and the main metrics with data"
-    ok = df[df.status == 'ok']
+    "Successful runs: the `config` columns that vary between them (the scenario aside), the main metrics with data, and flags if any"
+    ok = with_flags(df[df.status == 'ok'])
     vary = [c for c in config if c != 'scenario' and c in ok and ok[c].nunique(dropna=False) > 1]
-    t = ok[vary + [c for c in MAIN_METRICS if c in ok and ok[c].notna().any()]]
+    t = ok[vary + [c for c in MAIN_METRICS if c in ok and ok[c].notna().any()] + flag_columns(ok)]
     try: t = t.sort_values(vary) if vary else t
     except TypeError: pass      # values that do not compare: the records' order
     return t.reset_index(drop=True)
@@ -486,16 +746,19 @@ class Prose:
 
 @dataclass
 class Table:
-    "A markdown table of `table(records)` under an optional heading, with an optional note after it; nothing when empty"
+    "A markdown table of `table(records)` under an optional heading and intro, with an optional note after it; nothing when empty"
     table: Callable[[pd.DataFrame], pd.DataFrame]
     title: str|None = None # the heading above the table
     level: int = 3 # of the heading: 3 a sub-section, 2 a section of its own
     note: str|None = None # a paragraph after the table
+    intro: str|Callable[[pd.DataFrame], str|None]|None = None # a paragraph between the heading and the table: fixed, or a function of the records
     shows = True
     def render(self, d:pd.DataFrame, ctx:Context) -> list[list[str]]:
         t = self.table(d)
         if t is None or t.empty: return []
-        return ([[f"{'#' * self.level} {self.title}"]] if self.title else []) + [[_md_table(t)]] + ([[self.note]] if self.note else [])
+        intro = self.intro(d) if callable(self.intro) else self.intro
+        return (([[f"{'#' * self.level} {self.title}"]] if self.title else []) + ([[intro]] if intro else [])
+                + [[_md_table(t)]] + ([[self.note]] if self.note else []))
 
 @dataclass
 class Plot:
@@ -597,7 +860,7 @@ register_section('latency', [
              Plot('latency_breakdown', lambda d: plot_breakdown(shaped_runs(d)), has_stages),
              Plot('length_fit', lambda d: plot_length_fit(shaped_runs(d), length_fits(d)), lambda d: len(length_fits(d)) > 0)],
             blank=True),
-    Table(summary_table, 'Runs', level=2, note=RUNS_NOTE)], select=is_latency, order=10, always=True)
+    Table(summary_table, 'Runs', level=2, note=RUNS_NOTE, intro=runs_prose), Prose(truncation_note)], select=is_latency, order=10, always=True)
 
 # %% ../nbs/api/60_report.ipynb #1a6f9d3e
 LOAD_PROSE = ('Capacity (`max_qps`): the highest offered Poisson rate (requests/s) whose MLPerf LoadGen '
@@ -621,7 +884,30 @@ register_section('load', [
     Table(load_table)], select=is_load, title='Load scenarios', order=30, noun='load')
 
 # %% ../nbs/api/60_report.ipynb #5e9a1c3b
-register_section('growth', [Table(length_fits)], select=is_latency, title='Growth with input length', order=40, claims=False)
+GROWTH_RULE = ('Growth is called quadratic when the quadratic term grows, is over 10% of the time at the longest length and '
+               'predicts left-out lengths better than the linear fit (leave-one-out); linear when, short of that, the linear fit '
+               f'rises and explains the latency (R² at least {LINEAR_MIN_R2:g}, a leave-one-out error at most {LINEAR_LOO_SLACK:g}× '
+               f"the quadratic's or under {LOO_NEGLIGIBLE:.0%} of the mean latency); inconclusive otherwise: neither model explains "
+               'the points, and the plot draws no fit for them. Flagged runs are left out of the fits.')
+
+def growth_prose(df:pd.DataFrame) -> str|None:
+    "The growth verdicts in words: where growth is quadratic (with its knee), where linear, where neither model explains the latency and why"
+    fits = length_fits(df)
+    if fits.empty: return None
+    out, q, l = [], fits[fits.growth == 'quadratic'], fits[fits.growth == 'linear']
+    if len(q): out.append('Quadratic growth: ' + '; '.join(f'{f.setup} at batch {f.batch_size}' + (
+        f' (knee {f.knee_tokens:,.0f} tokens)' if np.isfinite(f.knee_tokens) else '') for f in q.itertuples()) + '.')
+    if len(l): out.append('Linear growth: ' + '; '.join(f'{s} at batch {_and(g.batch_size)}' for s, g in l.groupby('setup', sort=False)) + '.')
+    out += [f'Neither model explains the latency of {f.setup} at batch {f.batch_size}: {f.growth_reason}.'
+            for f in fits[fits.growth == 'inconclusive'].itertuples()]
+    return ' '.join(out + [GROWTH_RULE])
+
+def length_fit_table(df:pd.DataFrame) -> pd.DataFrame:
+    "The growth section's table: `length_fits` without the reasons, which its prose gives"
+    return length_fits(df).drop(columns=['growth_reason'], errors='ignore')
+
+register_section('growth', [Prose(growth_prose), Table(length_fit_table)], select=is_latency, title='Growth with input length',
+                 order=40, claims=False)
 
 SOAK_PROSE = ('Runs whose timed phase lasted long enough (`soak_min_s`) for `gte_bench.telemetry.leak_check`: the '
               'least-squares slope of memory (`leak_mem_col`) over the timed phase after its first `soak_warmup_s`, and a '
@@ -659,10 +945,14 @@ register_section('failures', [Table(failures_table)], select=failed_runs, title=
 
 # %% ../nbs/api/60_report.ipynb #0f5e9b37
 def headline(df:pd.DataFrame) -> str:
-    "The report's first line: successful and failed runs, and the records of sections that count theirs apart"
+    "The report's first line: successful runs (and the points they repeat), failed runs, and the records of sections that count theirs apart"
     counted = [s for s in sections() if s.noun]
     runs = df.status.eq('ok') & ~_any(df, counted)
-    return (f'{int(runs.sum())} successful runs, {int(failed_runs(df).sum())} failed'
+    reps = ''
+    if 'repeat' in df.columns and df.loc[runs, 'repeat'].notna().any():
+        p = points(df[runs]); n = p['repeats'] + p['repeats_left_out']
+        reps = f" ({len(p)} points, each run {n.max()} times)" if n.min() == n.max() else f" ({len(p)} points, run {n.min()} to {n.max()} times)"
+    return (f'{int(runs.sum())} successful runs{reps}, {int(failed_runs(df).sum())} failed'
             + ''.join(f', and {n} {s.noun} records' for s in counted if (n := int(_mask(df, s.select).sum())))
             + '. Latencies are per request (one batch), in ms; `n` is the number of timed requests behind each percentile.')
 

@@ -6,11 +6,12 @@ Docs: https://gte-bench.github.io/gte_bench/api/run.html.md"""
 
 # %% ../nbs/api/41_run.ipynb #4c45d660
 from __future__ import annotations
-import ast, importlib, inspect, json, sys
+import ast, importlib, inspect, json, os, sys, time
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import psutil
 import torch
 from fastcore.basics import patch
 
@@ -21,8 +22,9 @@ from .scenarios import get_scenario
 from .telemetry import Sampler, leak_check, nvml_index
 
 # %% auto #0
-__all__ = ['RUNTIME_PARAMS', 'CONTEXT_PARAMS', 'RESERVED', 'BenchRun', 'resolve_scenario', 'scenario_defaults', 'run_scenario',
-           'bench_notebook', 'notebook_defaults', 'run_bench', 'brief', 'point_main']
+__all__ = ['RUNTIME_PARAMS', 'CONTEXT_PARAMS', 'RESERVED', 'REPEAT_PARAM', 'CONTENDED_CORES', 'STEAL_PCT', 'NOISY_SPREAD',
+           'BenchRun', 'gpu_procs', 'flag', 'resolve_scenario', 'scenario_defaults', 'run_scenario', 'bench_notebook',
+           'notebook_defaults', 'run_bench', 'brief', 'point_main']
 
 # %% ../nbs/api/41_run.ipynb #e0c2014a
 RUNTIME_PARAMS = ('out_dir',)
@@ -34,6 +36,9 @@ CONTEXT_PARAMS = dict(out_dir='results/smoke', scenario=None, device='cpu', thre
 
 RESERVED = {'run_id', 'config_hash', 'status', 'error', 'recorded_at', *METRIC_COLUMNS}
 "Record columns a parameter may not be named after"
+
+REPEAT_PARAM = 'repeat'
+"A sweep that repeats its points adds this to each run's parameters (0, 1, ...): part of the config, given to no scenario"
 
 # %% ../nbs/api/41_run.ipynb #c1d6c5be
 class BenchRun:
@@ -48,6 +53,7 @@ class BenchRun:
         self.device, self.threads, self.rate_hz = str(p['device']), int(p['threads'] or 0), float(p['telemetry_rate_hz'] or 0)
         self.soak_min_s, self.soak_warmup_s = float(p['soak_min_s']), float(p['soak_warmup_s'])
         self.kept, self.written, self.point, self.sampler, self.env, self.current_phase = {}, [], None, None, None, None
+        self._snaps, self._proc, self.load_avg_before = [], psutil.Process(), None
 
     def __enter__(self) -> BenchRun:
         self._threads = torch.get_num_threads()
@@ -55,6 +61,8 @@ class BenchRun:
             resolve_device(self.device)                   # a device this machine lacks fails here, with the reason
             if self.threads: torch.set_num_threads(self.threads)
             self.env = capture_env()
+            self.load_avg_before = os.getloadavg()[0]
+            self._snap('start')
             if self.rate_hz:
                 cuda = self.device.startswith('cuda')
                 self.sampler = Sampler(1 / self.rate_hz, gpus=[nvml_index(self.device)] if cuda else [],
@@ -66,7 +74,13 @@ class BenchRun:
     def phase(self, name:str):
         "Begin phase `name` of the timeline"
         self.current_phase = name
+        self._snap(name)
         if self.sampler: self.sampler.mark(name)
+
+    def _snap(self, name:str):
+        "Where the machine's and this process's CPU time stood when phase `name` began"
+        c = self._proc.cpu_times()
+        self._snaps.append((name, time.perf_counter(), psutil.cpu_times(), c.user + c.system + c.children_user + c.children_system))
 
     def keep(self, **metrics):
         "Metrics measured so far: the point's record carries them, an error record too"
@@ -102,11 +116,71 @@ def record(self:BenchRun, metrics:dict, # what was measured
     "Write a record of this run atomically: the config (plus `keys`), the environment, the metrics and their phase's telemetry"
     point = not keys
     m = {**self.kept, **metrics} if point else dict(metrics)
-    if point or phase: m.update(self.telemetry(phase, items))   # a record of its own carries a phase's telemetry when it names one
+    if point or phase:          # a record of its own carries a phase's telemetry and contention when it names one
+        m.update(self.telemetry(phase, items)); m.update(self.contention(phase, m))
     rec = make_record({**self.config, **keys}, m, self.env, status, error)
     self.written.append(write_record(rec, self.out_dir))
     if point: self.point = rec
     return rec
+
+# %% ../nbs/api/41_run.ipynb #8ec0824d
+CONTENDED_CORES = 0.5
+"Other processes keeping at least this many cores busy on average during a phase make its record `contended`"
+
+STEAL_PCT = 10.0
+"The hypervisor stealing at least this share (%) of CPU time makes a record `contended`"
+
+NOISY_SPREAD = 2.0
+"A `spread_unexplained` (p95/p50 of latency relative to its size) at least this makes a record `noisy`"
+
+def gpu_procs(device:str) -> int|None:
+    "How many processes hold CUDA device `device` (NVML; this one included once it has touched the device), None on a CPU"
+    if not str(device).startswith('cuda'): return None
+    try:
+        from gte_bench.telemetry import _load_nvml
+        nv = _load_nvml(); nv.nvmlInit()
+        try: return len(nv.nvmlDeviceGetComputeRunningProcesses(nv.nvmlDeviceGetHandleByIndex(nvml_index(device))))
+        finally: nv.nvmlShutdown()
+    except Exception: return None
+
+def flag(other_cpu_cores:float|None=None, steal_pct:float|None=None, gpu_procs:int|None=None,
+         spread_unexplained:float|None=None) -> tuple[str, str|None]:
+    "`(flags, reason)` of a record: 'contended' and/or 'noisy' (comma-separated), '' when clean"
+    flags, why = [], []
+    if other_cpu_cores is not None and other_cpu_cores >= CONTENDED_CORES:
+        why.append(f'other processes kept {other_cpu_cores:.2f} CPU cores busy on average (flagged from {CONTENDED_CORES:g})')
+    if steal_pct is not None and steal_pct >= STEAL_PCT: why.append(f'the hypervisor stole {steal_pct:.0f}% of CPU time')
+    if gpu_procs is not None and gpu_procs > 1: why.append(f'{gpu_procs - 1} other process(es) held the GPU')
+    if why: flags.append('contended')
+    if spread_unexplained is not None and spread_unexplained >= NOISY_SPREAD:
+        flags.append('noisy'); why.append(f'p95 latency was {spread_unexplained:.1f}x what request size explains (flagged from {NOISY_SPREAD:g}x)')
+    return ','.join(flags), ('; '.join(why) or None)
+
+# %% ../nbs/api/41_run.ipynb #ac9481a5
+@patch
+def contention(self:BenchRun, phase:str|None=None, # a marked phase (None: 'measure' if marked, else the whole run)
+               metrics:dict|None=None, # the record's metrics: their spread_unexplained, if any, can flag it noisy
+              ) -> dict:
+    "What else used the machine during `phase`, and the record's flags"
+    if not self._snaps: return {}                     # the run never started
+    names = [s[0] for s in self._snaps]
+    if phase is None and 'measure' in names: phase = 'measure'
+    if phase not in names: phase = None
+    i = len(names) - 1 - names[::-1].index(phase) if phase else 0
+    (_, t0, c0, own0) = self._snaps[i]
+    end = self._snaps[i + 1] if phase and i + 1 < len(self._snaps) else None
+    if end is None: c = self._proc.cpu_times(); end = ('now', time.perf_counter(), psutil.cpu_times(), c.user + c.system + c.children_user + c.children_system)
+    _, t1, c1, own1 = end
+    busy = lambda c: sum(getattr(c, k, 0.0) for k in ('user', 'nice', 'system', 'irq', 'softirq'))
+    total = lambda c: sum(c)
+    wall = max(t1 - t0, 1e-9)
+    other = max(0.0, (busy(c1) - busy(c0)) - (own1 - own0)) / wall
+    d_total = total(c1) - total(c0)
+    steal = 100 * (getattr(c1, 'steal', 0.0) - getattr(c0, 'steal', 0.0)) / d_total if d_total > 0 and hasattr(c1, 'steal') else None
+    gp = gpu_procs(self.device)
+    flags, why = flag(other, steal, gp, (metrics or {}).get('spread_unexplained'))
+    return dict(load_avg_before=self.load_avg_before, load_avg_after=os.getloadavg()[0], other_cpu_cores=other,
+                steal_pct=steal, gpu_procs=gp, contention_phase=phase or 'all', contention_s=t1 - t0, flags=flags, flag_reason=why)
 
 # %% ../nbs/api/41_run.ipynb #96637bcb
 @patch
@@ -153,7 +227,7 @@ def run_scenario(name:str|Callable, # a registered scenario's name, or a scenari
     "Run a scenario in a `BenchRun` and return the point's record"
     label, fn = resolve_scenario(name) if isinstance(name, str) else (getattr(name, 'scenario', name.__name__), name)
     takes = set(inspect.signature(fn).parameters) - {'run'}
-    unknown = set(params) - takes - set(CONTEXT_PARAMS)
+    unknown = set(params) - takes - set(CONTEXT_PARAMS) - {REPEAT_PARAM}
     if unknown: raise ValueError(f"parameters {sorted(unknown)} are taken neither by scenario {label!r} nor by the run "
                                  f"context; it takes {sorted(takes)}, the context {sorted(CONTEXT_PARAMS)}")
     if params.get('scenario', label) != label:
@@ -198,6 +272,7 @@ def run_bench(notebook:str|Path, # the benchmark notebook (a name in bench/ or a
     missing = [k for k in names if k not in namespace]
     if missing: raise NameError(f"the parameters {missing} of {notebook} are not defined: run its parameters cell first")
     params = {k: namespace[k] for k in names}
+    if namespace.get(REPEAT_PARAM) is not None and REPEAT_PARAM not in names: params[REPEAT_PARAM] = namespace[REPEAT_PARAM]
     if 'scenario' not in params: raise ValueError(f"{notebook} has no `scenario` parameter: it must name the scenario it runs")
     return run_scenario(params['scenario'], params)
 

@@ -19,8 +19,8 @@ from .stats import run_stats
 from .timing import device_sync, iteration_bounds, make_batches, peak_memory_mb, reset_peak_memory, time_calls
 
 # %% auto #0
-__all__ = ['SCENARIOS', 'item_chars', 'request_latency', 'stage_breakdown', 'reference_toggles', 'setup_agreement', 'scenario',
-           'get_scenario', 'latency', 'ablation', 'load']
+__all__ = ['SCENARIOS', 'item_chars', 'request_latency', 'truncation', 'unexplained_spread', 'stage_breakdown',
+           'reference_toggles', 'setup_agreement', 'scenario', 'get_scenario', 'latency', 'ablation', 'load']
 
 # %% ../nbs/api/24_scenarios.ipynb #0c02fc82
 def item_chars(item) -> int:
@@ -43,12 +43,16 @@ def request_latency(runner:Runner, # a model with toggles applied (the toggles' 
     requests = make_batches(a.check(list(items)), batch_size)
     opts = {**runner.options(), **call_kw}
     counts = np.array([(*a.count_tokens(b, **opts), sum(map(item_chars, b))) for b in requests], dtype=np.float64)
+    cut = truncation(a, [x for b in requests for x in b], opts.get('max_length'))
     reset_peak_memory(a.device)
     snap = {}
     def mark(name):
         if name == 'measure': snap.update(work=a.counters.copy(), stats=dict(getattr(a, 'stats', {})))
         if phase: phase(name)
-    r = time_calls(lambda b: runner(b, **call_kw), requests, warmup, min_iters, duration_s, max_iters, a.device, mark)
+    done = []                                # positions the model computed in each call: what a request's latency should follow
+    def call(b):
+        p0 = a.counters.padded_tokens; runner(b, **call_kw); done.append(a.counters.padded_tokens - p0)
+    r = time_calls(call, requests, warmup, min_iters, duration_s, max_iters, a.device, mark)
     lat, c = r['lat_ms'], counts[r['idx']]
     n, total_s = len(lat), lat.sum() / 1e3
     work = a.counters.since(snap['work'])
@@ -59,10 +63,38 @@ def request_latency(runner:Runner, # a model with toggles applied (the toggles' 
                padded_tokens_per_request=float(c[:, 1].mean()), chars_per_request=float(c[:, 3].mean()),
                forward_passes_per_request=work['passes'] / n, computed_tokens_per_request=work['tokens'] / n,
                computed_padded_share=1 - work['tokens'] / max(work['padded_tokens'], 1),
-               achieved_tflops=work['flops'] / total_s / 1e12, peak_mem_mb=peak, peak_mem_source=src,
+               achieved_tflops=work['flops'] / total_s / 1e12, spread_unexplained=unexplained_spread(lat, done[-n:]),
+               **cut, peak_mem_mb=peak, peak_mem_source=src,
                first_call_ms=r['first_call_ms'], measure_s=r['measure_s'], errors=0)
     out.update({f'{k}_per_request': (v - snap['stats'][k]) / n for k, v in getattr(a, 'stats', {}).items()})
     return out
+
+# %% ../nbs/api/24_scenarios.ipynb #e794c6e0
+def truncation(adapter, # the model
+               items:Sequence, # checked items
+               max_length:int|None, # the truncation length (None: the family truncates nothing, or the adapter's own)
+              ) -> dict:
+    "How many items a truncation at `max_length` cuts, and the tokens they lose on average"
+    limit = max_length or getattr(adapter, 'max_length', None)
+    if adapter.task == 'extract' or not limit or not items: return dict(truncated_items=0, truncated_share=0.0, truncated_tokens_mean=0.0)
+    lost = np.maximum(np.array(adapter.full_tokens(items)) - limit, 0)
+    cut = lost[lost > 0]
+    return dict(truncated_items=int(len(cut)), truncated_share=float(len(cut) / len(lost)),
+                truncated_tokens_mean=float(cut.mean()) if len(cut) else 0.0)
+
+# %% ../nbs/api/24_scenarios.ipynb #2dd53708
+def unexplained_spread(lat_ms:Sequence[float], # latency of each request
+                       work:Sequence[float], # what each request computed (padded token positions)
+                       min_n:int=20) -> float|None:
+    "p95 over p50 of latency relative to a straight-line fit of latency on work; None for fewer than `min_n` requests"
+    lat, w = np.asarray(lat_ms, float), np.asarray(work, float)
+    if len(lat) < min_n or len(w) != len(lat): return None
+    pred = np.full_like(lat, np.median(lat))
+    if np.ptp(w) > 0:
+        b, a0 = np.polyfit(w, lat, 1)
+        if b > 0 and (a0 + b * w > 0).all(): pred = a0 + b * w
+    ratio = lat / pred
+    return float(np.percentile(ratio, 95) / np.percentile(ratio, 50))
 
 # %% ../nbs/api/24_scenarios.ipynb #934a56dd
 def stage_breakdown(runner:Runner, # an embedding model with toggles applied

@@ -1,4 +1,4 @@
-"""Expand a grid of configurations from YAML, run the benchmark notebook through papermill once per point, skip what is already recorded, and record failures instead of stopping.
+"""Expand a grid of configurations from YAML and check it, run the benchmark notebook through papermill (or a scenario) once per point and repeat, skip what is already recorded, record failures instead of stopping, and keep a results folder to one sweep at a time.
 
 Docs: https://gte-bench.github.io/gte_bench/api/sweep.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://gte-bench.github.io/gte_bench/api/sweep.html.md"""
 
 # %% ../nbs/api/50_sweep.ipynb #df2baa45
 from __future__ import annotations
-import itertools, os, signal, sys, threading, time
+import datetime, itertools, json, logging, os, shlex, signal, socket, sys, threading, time
 from pathlib import Path
 
 import yaml
@@ -17,34 +17,67 @@ from .records import check_config, config_hash, make_record, read_record, record
 from .run import RUNTIME_PARAMS, bench_notebook, notebook_defaults, scenario_defaults
 
 # %% auto #0
-__all__ = ['KERNEL_KW', 'load_sweep', 'expand_grid', 'kernel_env', 'run_point', 'run_scenario_point', 'run_sweep']
+__all__ = ['LOCK_FILE', 'KERNEL_KW', 'SHOWN', 'check_types', 'load_sweep', 'check_repeat', 'expand_grid', 'repeat_points',
+           'FolderInUse', 'command_line', 'SweepLock', 'kernel_env', 'execute_notebook', 'run_point',
+           'run_scenario_point', 'run_sweep']
+
+# %% ../nbs/api/50_sweep.ipynb #a1c3e5f8
+_KINDS = ((bool, 'a bool (true or false)', (bool,)), (int, 'a whole number', (int,)), (float, 'a number', (int, float)),
+          (str, 'a string', (str,)))
+"The types a parameter's default can have: the type, what it is called, what a value of it may be"
+
+def _kind(v) -> tuple:
+    return next(((name, ok) for t, name, ok in _KINDS if isinstance(v, t)), (f'a {type(v).__name__}', (type(v),)))
+
+def check_types(spec:dict, # a sweep spec: its `fixed` and `grid`
+                defaults:dict, # the parameters the notebook or scenario takes, with their defaults
+               ):
+    "Raise a one-line TypeError for a value of `fixed` or `grid` whose type is not its parameter's default's"
+    for part in ('fixed', 'grid'):
+        for k, vals in spec[part].items():
+            if k not in defaults or defaults[k] is None: continue          # unknown names are expand_grid's to report
+            want, ok = _kind(defaults[k])
+            for v in (vals if part == 'grid' else [vals]):
+                if not isinstance(v, ok) or (isinstance(v, bool) and not isinstance(defaults[k], bool)):
+                    raise TypeError(f"{part}.{k}: {v!r} is {'null' if v is None else _kind(v)[0]}, but {k} takes {want}, "
+                                    f"like its default {defaults[k]!r}")
 
 # %% ../nbs/api/50_sweep.ipynb #64c1f43a
 def load_sweep(path:str|Path) -> dict:
-    "A sweep spec from YAML: `notebook` (or `scenario`), `fixed` and `grid`, checked"
+    "A sweep spec from YAML: `notebook` (or `scenario`), `fixed`, `grid` and `repeat`, checked"
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"sweep file {str(p)!r} not found")
     spec = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
     if not isinstance(spec, dict): raise ValueError(f"{p}: a sweep file is a mapping with notebook, fixed and grid")
-    unknown = set(spec) - {'notebook', 'scenario', 'fixed', 'grid', 'description'}
-    if unknown: raise ValueError(f"{p}: unknown top-level keys {sorted(unknown)}; expected notebook or scenario, fixed, grid, description")
+    unknown = set(spec) - {'notebook', 'scenario', 'fixed', 'grid', 'repeat', 'description'}
+    if unknown: raise ValueError(f"{p}: unknown top-level keys {sorted(unknown)}; expected notebook or scenario, fixed, grid, repeat, description")
     if 'notebook' in spec and 'scenario' in spec: raise ValueError(f"{p}: name a notebook or a scenario, not both")
     if 'scenario' not in spec: spec.setdefault('notebook', 'embed_latency')
-    spec.setdefault('fixed', {}); spec.setdefault('grid', {})
+    spec.setdefault('fixed', {}); spec.setdefault('grid', {}); spec.setdefault('repeat', 1)
     for k, v in spec['grid'].items():
         if not isinstance(v, list) or not v: raise ValueError(f"{p}: grid.{k} must be a non-empty list, got {v!r}")
+    check_repeat(spec['repeat'], f"{p}: repeat")
     spec['name'] = p.stem
     return spec
 
+def check_repeat(n, what:str='repeat') -> int:
+    "`n` when it is a whole number >= 1, else a ValueError naming `what`"
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"{what} must be a whole number >= 1, got {n!r}")
+    return n
+
 def expand_grid(spec:dict, defaults:dict) -> list[dict]:
     "Full configs of every grid point: notebook defaults, overlaid with `fixed`, then the point's values"
+    what = f"scenario {spec['scenario']!r}" if spec.get('scenario') else 'the notebook'
     for part in ('fixed', 'grid'):
+        if 'repeat' in spec[part] and 'repeat' not in defaults:
+            raise ValueError(f"repeat is not a parameter: give it as the top-level key `repeat: N` or as --repeat N, not in {part}")
         bad = set(spec[part]) - set(defaults)
-        if bad: raise ValueError(f"{part} has parameters the notebook does not take: {sorted(bad)}; it takes {sorted(defaults)}")
+        if bad: raise ValueError(f"{part} has parameters {what} does not take: {sorted(bad)}; it takes {sorted(defaults)}")
         clash = set(spec[part]) & set(RUNTIME_PARAMS)
         if clash: raise ValueError(f"{sorted(clash)} is set by the sweep itself (--out), not in {part}")
     both = set(spec['fixed']) & set(spec['grid'])
     if both: raise ValueError(f"{sorted(both)} appear in both fixed and grid")
+    check_types(spec, defaults)
     base = {k: v for k, v in defaults.items() if k not in RUNTIME_PARAMS}
     keys = list(spec['grid'])
     pts = [check_config({**base, **spec['fixed'], **dict(zip(keys, vals))})
@@ -52,6 +85,76 @@ def expand_grid(spec:dict, defaults:dict) -> list[dict]:
     hashes = [config_hash(c) for c in pts]
     if len(set(hashes)) != len(hashes): raise ValueError("the grid repeats a point; remove duplicate values")
     return pts
+
+# %% ../nbs/api/50_sweep.ipynb #b7d2e4a2
+def repeat_points(points:list[dict], # full configs, from expand_grid
+                  n:int=1, # runs of each point
+                 ) -> list[dict]:
+    "Every point `n` times, interleaved (all points, then all again); with n > 1 each config carries its `repeat` (0..n-1)"
+    check_repeat(n)
+    if n == 1: return list(points)
+    if any('repeat' in c for c in points):
+        raise ValueError("the points have a parameter named repeat of their own, so the sweep cannot repeat them; use repeat: 1")
+    return [{**c, 'repeat': r} for r in range(n) for c in points]
+
+# %% ../nbs/api/50_sweep.ipynb #c9e1f3a2
+LOCK_FILE = '.sweep.lock'
+"The file in a results folder that says which sweep writes into it"
+
+class FolderInUse(RuntimeError):
+    "Another running sweep holds the results folder"
+
+def _holder(fd:int) -> dict:
+    "Who the lock file open as `fd` names (empty while its holder is still writing it)"
+    os.lseek(fd, 0, os.SEEK_SET)
+    try: return json.loads(os.read(fd, 1 << 16) or b'{}')
+    except ValueError: return {}
+
+def _who(h:dict) -> str:
+    return f"sweep PID {h.get('pid', '?')} ({h.get('command') or 'command line unknown'}) since {h.get('since', '?')}"
+
+def command_line() -> str:
+    "This process's command line, as a person would type it"
+    return shlex.join([Path(sys.argv[0]).name or sys.executable, *sys.argv[1:]]) if sys.argv else Path(sys.executable).name
+
+# %% ../nbs/api/50_sweep.ipynb #c9e1f3a3
+class SweepLock:
+    "Hold results folder `folder` for this process: an exclusive `flock` on `folder/.sweep.lock`, a file naming the holder"
+    def __init__(self, folder:str|Path, # the results folder (created when missing)
+                 say=print, # where the note about a stale lock goes
+                ):
+        self.folder, self.say, self.fd = Path(folder), say, None
+        self.path = self.folder.resolve() / LOCK_FILE     # absolute: papermill changes the working folder while a notebook runs
+
+    def __enter__(self) -> SweepLock:
+        import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                h = _holder(fd); os.close(fd)
+                raise FolderInUse(f"{self.folder} is in use by {_who(h) if h else 'another sweep, just starting'}; "
+                                  "wait for it to finish or stop it, or give this sweep another --out") from None
+            try: current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError: current = False
+            if current: break
+            os.close(fd)                      # its holder removed the file as we opened it: lock the one there now
+        if old := _holder(fd):
+            import psutil
+            gone = 'is no longer running' if not psutil.pid_exists(int(old.get('pid', 0) or 0)) else 'no longer holds it'
+            self.say(f"note: taking over the lock of {self.folder} left by {_who(old)}, which {gone}")
+        me = dict(pid=os.getpid(), command=command_line(), since=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+                  host=socket.gethostname())
+        os.ftruncate(fd, 0); os.lseek(fd, 0, os.SEEK_SET); os.write(fd, json.dumps(me).encode()); os.fsync(fd)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is None: return False
+        try: self.path.unlink(missing_ok=True)          # before the lock goes: whoever opens the old file now finds it gone
+        finally: os.close(self.fd); self.fd = None
+        return False
 
 # %% ../nbs/api/50_sweep.ipynb #75c07af1
 KERNEL_KW = dict(extra_arguments=['--IPKernelApp.log_level=ERROR'])
@@ -64,6 +167,77 @@ def kernel_env():
         os.environ['PATH'] = bindir + os.pathsep + os.environ.get('PATH', '')
     os.environ.setdefault('MPLBACKEND', 'Agg')
 
+class _Stop(Exception):
+    "Raised before a cell when the sweep is stopping: run no further cell"
+
+def _interrupt(km):
+    "Send SIGINT to the kernel of `km` (its process group): the running cell raises KeyboardInterrupt, an idle kernel ignores it"
+    prov = getattr(km, 'provisioner', None)
+    try:
+        if getattr(prov, 'pgid', None): os.killpg(prov.pgid, signal.SIGINT)
+        elif getattr(prov, 'pid', None): os.kill(prov.pid, signal.SIGINT)
+    except OSError: pass
+
+async def _settle(km, timeout_s:float=30):
+    "Interrupt the kernel of `km` and wait until it answers again: the cell it ran (one that timed out) has ended"
+    _interrupt(km)
+    kc = km.client(); kc.start_channels()
+    try: await kc.wait_for_ready(timeout=timeout_s)
+    finally: kc.stop_channels()
+
+class _QuietPapermill(logging.Filter):
+    "Papermill's log lines the sweep reports itself: a cell timeout (in the point's error record), the `repeat` it passes on purpose"
+    def filter(self, rec):
+        m = rec.getMessage()
+        return not (m.startswith('Timeout waiting for execute reply') or m.startswith('Passed unknown parameter: repeat'))
+
+logging.getLogger('papermill').addFilter(_QuietPapermill())
+
+# %% ../nbs/api/50_sweep.ipynb #75c07af2
+def execute_notebook(notebook:str|Path, # the notebook to run
+                     out_nb:str|Path, # the executed notebook
+                     parameters:dict, # injected after its `parameters` cell
+                     timeout_s:float|None=None, # limit per cell
+                     cwd:str|Path|None=None, # the kernel's working folder (default: the notebook's)
+                    ):
+    "Run `notebook` through papermill in a fresh kernel, which is shut down cleanly, idle, even on Ctrl-C or SIGTERM"
+    import papermill as pm
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+    kernel_env()
+    box, ready, stop, done = {}, threading.Event(), threading.Event(), threading.Event()
+    def no_more_cells(**kw):
+        if stop.is_set(): raise _Stop('stopped before this cell')
+    def work():
+        box['km'] = km = AsyncKernelManager(kernel_name='python3')
+        try:
+            pm.execute_notebook(str(notebook), str(out_nb), parameters=parameters, kernel_name='python3', km=km,
+                                progress_bar=False, log_output=False, execution_timeout=timeout_s,
+                                cwd=str(cwd or Path(notebook).parent), on_notebook_start=lambda **kw: ready.set(),
+                                on_cell_execute=no_more_cells, **KERNEL_KW)
+        except BaseException as e: box['error'] = e
+        finally:                                          # a failed cell has replied, so the kernel is idle; after a timeout it may not be
+            if km.has_kernel and 'error' in box and not isinstance(box['error'], pm.PapermillExecutionError):
+                try: run_sync(_settle)(km)
+                except Exception: pass
+            try:
+                if km.has_kernel: run_sync(km.shutdown_kernel)()
+            except Exception: pass                        # a kernel that died or will not stop: nothing more to do here
+            from jupyter_core.utils import ensure_event_loop
+            ensure_event_loop().close()                   # this thread's loop, which papermill ran on
+            done.set()
+    t = threading.Thread(target=work, name=f'papermill {Path(notebook).name}', daemon=True)
+    t.start()
+    try:
+        while not done.wait(0.1): pass                    # an Event, not Thread.join: a join cut short by a signal may not wait again
+    except KeyboardInterrupt:
+        stop.set()
+        if ready.is_set(): _interrupt(box['km'])
+        done.wait(60)                                     # the cell ends, the kernel stops; a second Ctrl-C stops waiting
+        raise
+    if 'error' in box: raise box['error']
+
+# %% ../nbs/api/50_sweep.ipynb #75c07af3
 def run_point(config:dict, # full config of the point (no runtime parameters)
               notebook:str|Path, # benchmark notebook
               out_dir:str|Path, # records folder
@@ -73,16 +247,13 @@ def run_point(config:dict, # full config of the point (no runtime parameters)
              ) -> dict:
     "Run one point through papermill; returns its record (an error record when it failed)"
     import papermill as pm
-    kernel_env()
     out_dir, runs_dir = Path(out_dir).resolve(), Path(runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     out_nb = runs_dir / f'{config_hash(config)}.ipynb'
     rec_path = record_path(out_dir, config)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(notebook), str(out_nb), parameters={**config, 'out_dir': str(out_dir)},
-                            kernel_name='python3', progress_bar=False, log_output=False,
-                            execution_timeout=timeout_s, cwd=str(Path(notebook).parent), **KERNEL_KW)
+        execute_notebook(notebook, out_nb, {**config, 'out_dir': str(out_dir)}, timeout_s)
         if not rec_path.exists(): raise RuntimeError(f"{notebook} finished without writing {rec_path.name}")
         rec = read_record(rec_path)
         if rec.get('config_hash') != config_hash(config):
@@ -90,7 +261,7 @@ def run_point(config:dict, # full config of the point (no runtime parameters)
                                "its config dict and its parameters disagree")
         return rec
     except pm.PapermillExecutionError as e:
-        if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt(f'the kernel was interrupted: {out_nb}')
+        if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt(f'interrupted inside the kernel (executed notebook: {out_nb})')
         msg = f"{e.ename}: {e.evalue}"
     except Exception as e:
         msg = f"{type(e).__name__}: {e}"
@@ -113,31 +284,49 @@ def run_scenario_point(config:dict, # full config of the point, its `scenario` i
                        env:dict|None=None, # environment for an error record (captured when needed)
                       ) -> dict:
     "Run one scenario point in a fresh Python process; returns its record (an error record when it failed)"
-    import json, subprocess
+    import subprocess
     out_dir, runs_dir = Path(out_dir).resolve(), Path(runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     log = runs_dir / f'{config_hash(config)}.log'
     code = 'import sys; from gte_bench.run import point_main; sys.exit(point_main())'
     t0 = time.perf_counter()
-    try:
-        r = subprocess.run([sys.executable, '-c', code, config['scenario'], json.dumps(config), str(out_dir)],
-                           capture_output=True, text=True, timeout=timeout_s)
+    p = subprocess.Popen([sys.executable, '-c', code, config['scenario'], json.dumps(config), str(out_dir)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try: out, err = p.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        p.kill(); out, err = p.communicate()
+        log.write_text(out + err, encoding='utf-8')
         return _error_record(config, out_dir, f" (log: {log})", f"TimeoutError: the point ran past timeout_s={timeout_s}", env)
-    log.write_text(r.stdout + r.stderr, encoding='utf-8')
-    if r.returncode in (-signal.SIGINT, 130): raise KeyboardInterrupt(f'the point process was interrupted: {log}')
+    except KeyboardInterrupt:
+        p.send_signal(signal.SIGINT)                       # its run context closes; an interrupted point records nothing
+        try: out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired: p.kill(); out, err = p.communicate()
+        log.write_text(out + err, encoding='utf-8')
+        raise
+    log.write_text(out + err, encoding='utf-8')
+    if p.returncode in (-signal.SIGINT, 130): raise KeyboardInterrupt(f'the point process was interrupted: {log}')
     rec_path = record_path(out_dir, config)
-    if r.returncode == 0 and rec_path.exists(): return read_record(rec_path)
-    last = (r.stderr.strip().splitlines() or [f'exit status {r.returncode}'])[-1]
+    if p.returncode == 0 and rec_path.exists(): return read_record(rec_path)
+    last = (err.strip().splitlines() or [f'exit status {p.returncode}'])[-1]
     return _error_record(config, out_dir, f" (log: {log}; after {time.perf_counter() - t0:.1f} s)", last, env)
 
 # %% ../nbs/api/50_sweep.ipynb #e81dbfe0
+SHOWN = (('p50_ms', 'p50 {:.1f} ms'), ('p95_ms', 'p95 {:.1f} ms'), ('items_per_s', '{:,.1f} items/s'),
+         ('max_qps', 'capacity {:,.1f} qps'), ('n', '(n={:.0f})'))
+"The figures of a progress line, each shown when the record has it"
+
 def _fmt(rec:dict, keys) -> str:
     pt = ' '.join(f'{k}={rec[k]}' for k in keys)
     if rec['status'] != 'ok': return f"error {pt}: {str(rec['error']).splitlines()[0][:300]}"
-    return f"ok    {pt}  p50 {rec['p50_ms']:.1f} ms  p95 {rec['p95_ms']:.1f} ms  {rec['items_per_s']:.1f} items/s  (n={int(rec['n'])})"
+    figs = []
+    for k, f in SHOWN:
+        v = rec.get(k)
+        try: figs.append(f.format(v) if v is not None and v == v else None)   # v != v: NaN
+        except (TypeError, ValueError): pass
+    return f"ok    {pt}  " + '  '.join(x for x in figs if x)
 
-def _sigterm(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
+# %% ../nbs/api/50_sweep.ipynb #e81dbfe1
+def _sigterm(signum, frame): raise KeyboardInterrupt('stopped by SIGTERM')
 
 def run_sweep(spec_path:str|Path, # sweep YAML
               out:str|Path|None=None, # records folder; default results/<sweep name>
@@ -145,38 +334,42 @@ def run_sweep(spec_path:str|Path, # sweep YAML
               retry_failed:bool=False, # run points that have an error record again
               timeout_s:float|None=None, # limit per notebook cell
               progress:bool=True, # show a progress bar and one line per point
+              repeat:int|None=None, # runs of each point (default: the sweep file's `repeat`, else 1)
              ) -> dict:
-    "Run every point of a sweep not yet recorded; returns counts of ok, error and skipped points"
+    "Run every point (and repeat) of a sweep not yet recorded; returns counts of ok, error and skipped runs"
     spec = load_sweep(spec_path)
+    n = check_repeat(spec['repeat'] if repeat is None else repeat, '--repeat')
     if 'scenario' in spec: nb, defaults = None, scenario_defaults(spec['scenario'])
     else: nb = bench_notebook(spec['notebook']); defaults = notebook_defaults(nb)
     points = expand_grid(spec, defaults)
+    configs = repeat_points(points, n)
     out = Path(out or Path('results') / spec['name']); runs = Path(runs or Path('runs') / spec['name'])
-    varying = list(spec['grid'])
-    todo, skipped = [], 0
-    for c in points:
-        p = record_path(out, c)
-        if p.exists() and (not retry_failed or read_record(p)['status'] == 'ok'): skipped += 1
-        else: todo.append(c)
-    say = tqdm.write if progress else (lambda s: None)
-    say(f"sweep {spec['name']}: {len(points)} points, {skipped} already recorded, {len(todo)} to run -> {out}")
-    counts = dict(ok=0, error=0, skipped=skipped, total=len(points))
+    varying = list(spec['grid']) + (['repeat'] if n > 1 else [])
+    say = (lambda s: (tqdm.write(s), sys.stdout.flush())) if progress else (lambda s: None)
     main = threading.current_thread() is threading.main_thread()      # signal handlers live in the main thread only
     old = signal.signal(signal.SIGTERM, _sigterm) if main and hasattr(signal, 'SIGTERM') else None
-    env = None
+    counts, todo = dict(ok=0, error=0, skipped=0, total=len(configs)), []
     try:
-        bar = tqdm(todo, disable=None if progress else True, unit='pt', file=sys.stderr)   # None: a bar only on a terminal
-        for c in bar:
-            bar.set_description(' '.join(f'{k}={c[k]}' for k in varying))
-            t0 = time.perf_counter()
-            rec = run_point(c, nb, out, runs, timeout_s, env) if nb else run_scenario_point(c, out, runs, timeout_s, env)
-            if rec['status'] != 'ok' and env is None: env = {k[4:]: v for k, v in rec.items() if k.startswith('env_')}
-            counts['ok' if rec['status'] == 'ok' else 'error'] += 1
-            say(f"{_fmt(rec, varying)}  [{time.perf_counter() - t0:.1f} s]")
-    except KeyboardInterrupt:
+        with SweepLock(out, say=say if progress else lambda s: print(s, file=sys.stderr)):
+            for c in configs:
+                p = record_path(out, c)
+                if p.exists() and (not retry_failed or read_record(p)['status'] == 'ok'): counts['skipped'] += 1
+                else: todo.append(c)
+            size = f"{len(points)} points" + (f" x {n} repeats (repeat=0..{n - 1})" if n > 1 else '')
+            say(f"sweep {spec['name']}: {size}, {counts['skipped']} already recorded, {len(todo)} to run -> {out}")
+            env = None
+            bar = tqdm(todo, disable=None if progress else True, unit='run', file=sys.stderr)   # None: a bar only on a terminal
+            for c in bar:
+                bar.set_description(' '.join(f'{k}={c[k]}' for k in varying))
+                t0 = time.perf_counter()
+                rec = run_point(c, nb, out, runs, timeout_s, env) if nb else run_scenario_point(c, out, runs, timeout_s, env)
+                if rec['status'] != 'ok' and env is None: env = {k[4:]: v for k, v in rec.items() if k.startswith('env_')}
+                counts['ok' if rec['status'] == 'ok' else 'error'] += 1
+                say(f"{_fmt(rec, varying)}  [{time.perf_counter() - t0:.1f} s]")
+    except KeyboardInterrupt as e:
         done = counts['ok'] + counts['error']
-        say(f"interrupted after {done} of {len(todo)} points; finished records are kept, run the same command again to continue")
-        raise
+        raise KeyboardInterrupt(f"{str(e) or 'interrupted'} after {done} of {len(todo)} runs; finished records are kept, "
+                                "run the same command again to continue") from None
     finally:
         if old is not None: signal.signal(signal.SIGTERM, old)
     say(f"sweep {spec['name']}: {counts['ok']} ok, {counts['error']} failed, {counts['skipped']} skipped -> {out}")

@@ -6,7 +6,7 @@ Docs: https://gte-bench.github.io/gte_bench/api/uie.html.md"""
 
 # %% ../nbs/api/11_uie.ipynb #67d571a3
 from __future__ import annotations
-import copy, json, math, re
+import copy, json, math, re, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Sequence
@@ -21,9 +21,9 @@ from .models import (Adapter, Counters, Graph, LRU, Preset, char_tokenizer, few,
 from .texts import check_schema
 
 # %% auto #0
-__all__ = ['UIE_PRESET', 'MAX_LEN', 'SLIDE', 'HINT_MAX_LEN', 'BATCH', 'THRESHOLD', 'SPLIT', 'SPAN_F1_MIN', 'SiameseUIE',
-           'TextGraph', 'PointerGraph', 'Extractor', 'decode_spans', 'gold_at', 'uie_layout', 'load_extractor',
-           'span_agreement']
+__all__ = ['UIE_PRESET', 'MAX_LEN', 'SLIDE', 'HINT_MAX_LEN', 'BATCH', 'THRESHOLD', 'SPLIT', 'NOISE_WARNING', 'SPAN_F1_MIN',
+           'SiameseUIE', 'TextGraph', 'PointerGraph', 'Extractor', 'decode_spans', 'gold_at', 'uie_layout',
+           'load_extractor', 'span_agreement']
 
 # %% ../nbs/api/11_uie.ipynb #a982cc99
 UIE_PRESET = Preset('siamese-uie-chinese-base', 12, 768, 12, 3072, confidence='code read, config assumed',
@@ -38,8 +38,11 @@ class SiameseUIE(torch.nn.Module):
         from transformers.models.bert.modeling_bert import BertEncoder
         lower, upper = copy.deepcopy(config), copy.deepcopy(config)
         lower.num_hidden_layers, upper.num_hidden_layers = split, config.num_hidden_layers - split
-        self.config = config
         self.plm = BertModel(lower, add_pooling_layer=True)   # the pooler is unused; kept so real checkpoints load
+        # BertModel resolves the attention kernel (None: transformers' default); a bare BertEncoder does not, so it
+        # gets the same one, and the config reports it
+        upper._attn_implementation = self.plm.config._attn_implementation
+        self.config = copy.deepcopy(config); self.config._attn_implementation = self.plm.config._attn_implementation
         self.crossattention = BertEncoder(upper)
         self.head_clsf = torch.nn.Linear(config.hidden_size, 1)
         self.tail_clsf = torch.nn.Linear(config.hidden_size, 1)
@@ -78,6 +81,7 @@ class PointerGraph(torch.nn.Module):
 class Extractor(Adapter):
     "SiameseUIE inference: the batch call and `extract(text, schema)` return the extracted paths, as the ModelScope pipeline does"
     stats:dict=field(default_factory=lambda: dict(nodes=0, text_passes=0, hint_passes=0)) # passes made, counted as they run
+    noise_warned:bool=field(default=False, init=False, repr=False) # whether decoding random weights was warned about
 
     task:ClassVar[str] = 'extract'
     unit:ClassVar[str] = 'items'
@@ -188,6 +192,18 @@ def _extract(self:Extractor, text:str, schema:dict, oracle:list|None, fns:dict, 
     walk([], schema)
     return out
 
+# %% ../nbs/api/11_uie.ipynb #f13de95e
+NOISE_WARNING = ("random-weight preset {name!r}: decoded spans are noise; load a real checkpoint (see README) or pass "
+                 "oracle=... (gold answers) to follow those instead")
+"What a random-weight extractor warns, once, on its first decode from the logits"
+
+@patch
+def _warn_noise(self:Extractor, stacklevel:int):
+    "Warn, once per extractor, that spans decoded from random weights' logits mean nothing"
+    if self.weights == 'random' and not self.noise_warned:
+        self.noise_warned = True
+        warnings.warn(NOISE_WARNING.format(name=self.name), UserWarning, stacklevel=stacklevel + 1)
+
 # %% ../nbs/api/11_uie.ipynb #3d01e66d
 @patch
 def run(self:Extractor, items:list, fns:dict|None=None,
@@ -198,6 +214,7 @@ def run(self:Extractor, items:list, fns:dict|None=None,
     "The paths of each checked item, in order"
     if padding not in ('longest', 'max_length', 'bucket'): raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
     fns, out = fns or self.plain_fns(), []
+    if not use_oracle: self._warn_noise(stacklevel=3)   # the caller of the batch call
     for i, it in enumerate(items):
         if use_oracle and it.get('answers') is None:
             raise ValueError(f"item {i} has no answers: the oracle decodes gold spans; give items with answers or set use_oracle=False")
@@ -215,6 +232,7 @@ def extract(self:Extractor, text:str, # one text, any length (windows of 384 tok
            ) -> list[list[dict]]:
     "Extracted paths: each a list of {type, span, offset} from the top of the schema down to a leaf"
     text, schema = check_texts([text])[0], check_schema(schema)
+    if oracle is None: self._warn_noise(stacklevel=2)
     with torch.inference_mode(): return self._extract(text, schema, oracle, self.plain_fns())
 
 # %% ../nbs/api/11_uie.ipynb #5e1f0c2a

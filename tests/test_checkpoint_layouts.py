@@ -343,3 +343,76 @@ def test_gte_hub_id_and_remote_code(tmp_path):
     assert abs(np.array(out['vecs']) - _cls(ref, char_tokenizer(), PAIRS[0])).max() < 1e-5
     assert out['uncached'].startswith('OSError') and "the preset 'gte-large-zh' builds" in out['uncached'], out['uncached']
     assert 'trust_remote_code' in out['remote_refused'] and out['remote'] == 'TinyModel', (out['remote_refused'], out['remote'])
+
+
+# --- ids that are not cached: the hub from HF_ENDPOINT, failing fast; ModelScope through its package -------------
+
+ENDPOINT_SCRIPT = r'''
+import sys, time
+from gte_bench.models import load_embedder
+t0 = time.perf_counter()
+try: load_embedder('thenlper/gte-large-zh'); print('LOADED')
+except OSError as e: print(f'{time.perf_counter() - t0:.2f} {e}')
+'''
+
+
+class _Recorder:
+    "A local HTTP server answering 404 to everything, remembering the paths it was asked for"
+    def __init__(self):
+        import http.server, threading
+        paths = self.paths = []
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self): paths.append(self.path); self.send_response(404); self.end_headers()
+            do_HEAD = do_GET
+            def log_message(self, *a): pass
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True); self.thread.start()
+    def close(self): self.server.shutdown(); self.server.server_close()
+
+
+def _run_hub(tmp_path, endpoint):
+    import subprocess, sys
+    env = {**os.environ, 'HF_HUB_OFFLINE': '0', 'HF_ENDPOINT': endpoint, 'HF_HUB_CACHE': str(tmp_path / 'hub'),
+           'HF_HOME': str(tmp_path / 'home'), 'MODELSCOPE_CACHE': str(tmp_path / 'ms'), 'HF_HUB_ETAG_TIMEOUT': '5'}
+    r = subprocess.run([sys.executable, '-c', ENDPOINT_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    seconds, _, msg = r.stdout.strip().splitlines()[-1].partition(' ')
+    return float(seconds), msg
+
+
+def test_hub_id_fails_fast_without_a_network(tmp_path):
+    "Outside `make` the hub is on; an endpoint that cannot be reached is an error within seconds, naming it and the preset"
+    seconds, msg = _run_hub(tmp_path, 'http://127.0.0.1:9')
+    assert seconds < 10 and 'http://127.0.0.1:9 cannot be reached' in msg and "the preset 'gte-large-zh' builds" in msg, (seconds, msg)
+
+
+def test_hub_id_honours_hf_endpoint(tmp_path):
+    "A mirror set in HF_ENDPOINT is where the download goes"
+    srv = _Recorder()
+    try: seconds, msg = _run_hub(tmp_path, f'http://127.0.0.1:{srv.port}')
+    finally: srv.close()
+    assert any('thenlper/gte-large-zh' in p for p in srv.paths), srv.paths
+    assert f'downloading it from http://127.0.0.1:{srv.port} failed' in msg, msg
+
+
+def test_modelscope_id_downloads_through_its_package(tmp_path, monkeypatch):
+    "With the modelscope package installed and its hub reachable, an id not in ModelScope's cache is downloaded into it"
+    from gte_bench.models import load_embedder, small_checkpoint
+    pkg = tmp_path / 'pkgs' / 'modelscope'; pkg.mkdir(parents=True)
+    (pkg / '__init__.py').write_text(
+        'from pathlib import Path\nfrom gte_bench.models import small_checkpoint\nCALLS = []\n'
+        'def snapshot_download(model_id, cache_dir=None):\n'
+        '    CALLS.append((model_id, cache_dir))\n'
+        '    return str(small_checkpoint(Path(cache_dir) / "models" / model_id, "embed"))\n')
+    monkeypatch.syspath_prepend(str(tmp_path / 'pkgs'))
+    monkeypatch.setenv('MODELSCOPE_CACHE', str(tmp_path / 'ms'))
+    srv = _Recorder()
+    monkeypatch.setenv('MODELSCOPE_DOMAIN', f'127.0.0.1:{srv.port}')
+    try: emb = load_embedder('iic/nlp_gte_sentence-embedding_chinese-small')
+    finally: srv.close()
+    import modelscope
+    assert modelscope.CALLS == [('iic/nlp_gte_sentence-embedding_chinese-small', str(tmp_path / 'ms'))]
+    assert emb.weights == 'checkpoint' and emb.dim == 32 and emb.meta['folder'].startswith(str(tmp_path / 'ms'))
+    assert load_embedder('iic/nlp_gte_sentence-embedding_chinese-small').weights == 'checkpoint'   # now in the cache: no download
+    assert len(modelscope.CALLS) == 1

@@ -1,4 +1,4 @@
-"The command line: env, report, capacity, readme."
+"The command line: env, report, max-batch, readme, and one line for any error."
 import json
 
 from gte_bench.records import load_results, make_record, write_record
@@ -40,21 +40,28 @@ def test_readme_is_current():
     assert r.returncode == 0, r.stderr
 
 
-def test_capacity_search_from_the_command_line(tmp_path):
-    "A CPU capacity search: every batch up to the limit fits a generous budget, and the records say so"
-    out = tmp_path / 'cap'
-    r = gte_bench('capacity', 'bge-small-zh-v1.5', '--budget-mb', 50000, '--lengths', 16, '--limit', 4, '--out', out)
+def test_max_batch_search_from_the_command_line(tmp_path):
+    "A CPU max-batch search: every batch up to the limit fits a generous budget, and the records say so"
+    out = tmp_path / 'mb'
+    r = gte_bench('max-batch', 'bge-small-zh-v1.5', '--budget-mb', 50000, '--lengths', 16, '--limit', 4, '--out', out)
     assert r.returncode == 0, r.stderr
     assert 'peak RSS' in r.stdout and 'the largest batch may be higher' in r.stdout
     df = load_results(out)
-    assert len(df) == 1 and df.scenario[0] == 'capacity' and df.max_batch[0] == 4 and df.hit_limit[0]
+    assert len(df) == 1 and df.scenario[0] == 'max_batch' and df.max_batch[0] == 4 and df.hit_limit[0]
     assert df.max_length[0] == 16 and 0 < df.peak_mem_mb[0] < 50000 and df.env_torch[0]
 
 
-def test_capacity_errors_are_clear(tmp_path):
-    r = gte_bench('capacity', 'bge-small-zh-v1.5', '--lengths', 16)
-    assert r.returncode == 2 and 'needs budget_mb' in r.stderr, r.stderr
-    r = gte_bench('capacity', 'bge-small-zh-v1.5', '--budget-mb', 9000, '--lengths', '16,x')
-    assert r.returncode == 2 and "--lengths must be comma-separated whole numbers, got '16,x'" in r.stderr, r.stderr
-    r = gte_bench('capacity', 'bge-small-zh-v1.5', '--budget-mb', 9000, '--lengths', 100000)
-    assert r.returncode == 2 and 'sequence length 100000' in r.stderr, r.stderr
+def test_max_batch_errors_are_clear(tmp_path):
+    "Every error a user can make is one line on stderr, exit 2: no traceback, the child's included"
+    for args, want in [(('bge-small-zh-v1.5', '--lengths', 16), 'needs budget_mb'),
+                       (('bge-small-zh-v1.5', '--budget-mb', 9000, '--lengths', '16,x'), "--lengths must be comma-separated whole numbers, got '16,x'"),
+                       (('bge-small-zh-v1.5', '--budget-mb', 9000, '--lengths', 100000), 'sequence length 100000'),
+                       (('nosuch', '--budget-mb', 3000, '--lengths', 16), "model 'nosuch' is not a preset")]:
+        r = gte_bench('max-batch', *args)
+        assert r.returncode == 2 and want in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+        assert r.stderr.startswith('gte-bench max-batch: ') and 'Traceback' not in r.stderr, r.stderr
+
+
+def test_old_command_name_says_the_new_one():
+    r = gte_bench('capacity', 'bge-small-zh-v1.5')
+    assert r.returncode == 2 and "no command 'capacity'; it is now 'max-batch'" in r.stderr, r.stderr

@@ -94,6 +94,22 @@ def test_cli_same_seed_same_bytes(tmp_path):
     assert len(df) == 300 and {'a', 'b', 'label', 'ops'} <= set(df.columns)
 
 
+def test_cli_writes_the_format_its_file_name_says(tmp_path):
+    "--out x.csv is CSV (it used to be Parquet under that name), .jsonl JSON lines, .parquet Parquet; other suffixes and --n 0 are refused"
+    frames = {}
+    for suffix, read in [('.csv', pd.read_csv), ('.jsonl', lambda p: pd.read_json(p, lines=True)), ('.parquet', pd.read_parquet)]:
+        r = gte_bench('data', 'addresses', '--n', 5, '--out', tmp_path / f'a{suffix}')
+        assert r.returncode == 0, r.stderr
+        frames[suffix] = read(tmp_path / f'a{suffix}')
+    assert all(list(f.clean) == list(frames['.parquet'].clean) for f in frames.values())
+    assert (tmp_path / 'a.csv').read_text(encoding='utf-8').startswith('id,text,clean,')
+    for args, want in [(('--n', 5, '--out', tmp_path / 'a.txt'), "cannot write"), (('--n', 5, '--out', tmp_path / 'a'), '.csv (CSV)'),
+                       (('--n', 0, '--out', tmp_path / 'z.jsonl'), '--n must be at least 1 (the rows to write), got 0')]:
+        r = gte_bench('data', 'addresses', *args)
+        assert r.returncode == 2 and want in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert not (tmp_path / 'a.txt').exists() and not (tmp_path / 'z.jsonl').exists()
+
+
 def test_committed_samples_are_what_the_generator_makes(tmp_path):
     from conftest import ROOT
     for name, kind, n in [('addresses_sample.jsonl', 'addresses', 500), ('pairs_sample.jsonl', 'pairs', 1000),

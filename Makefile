@@ -17,7 +17,7 @@ export MPLBACKEND := Agg
 # `HF_HUB_OFFLINE=0 make bench SWEEP=...` lets a sweep of real hub ids download them.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest pytest compat floor clean-runs
+.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest pytest compat floor clean-runs infinity serve-bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -90,3 +90,19 @@ $(FLOOR)/.installed: pyproject.toml
 floor: $(FLOOR)/.installed
 	PATH=$(abspath $(FLOOR))/bin:$$PATH GTE_BENCH_EXPECT_TRANSFORMERS=$(TF_FLOOR) GTE_BENCH_EXPECT_TORCH=$(TORCH_FLOOR) \
 	  $(FLOOR)/bin/python -m pytest -q -p no:cacheprovider
+
+# infinity-emb, the serving peer of sweeps/serve-cpu.yaml, in a venv of its own (.venv-infinity) with the same torch wheel:
+# `make serve-bench` runs that sweep and its report.
+INFINITY := .venv-infinity
+INFINITY_SPEC ?= infinity-emb[server,torch]==0.0.78
+$(INFINITY)/.installed:
+	@test -x $(INFINITY)/bin/python || $(PYTHON) -m venv $(INFINITY)
+	$(INFINITY)/bin/python -m pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(INFINITY)/bin/python -m pip install -q "$(TORCH_SPEC)"; fi
+	$(INFINITY)/bin/python -m pip install -q '$(INFINITY_SPEC)'
+	@touch $@
+
+infinity: $(INFINITY)/.installed
+
+serve-bench: $(STAMP) $(INFINITY)/.installed
+	$(MAKE) bench SWEEP=sweeps/serve-cpu.yaml OUT=results/serve-cpu

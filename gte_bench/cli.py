@@ -1,4 +1,4 @@
-"""`gte-bench env | sweep | report | data | max-batch | readme`: the entry points of the workbench.
+"""`gte-bench env | sweep | report | data | max-batch | serve | readme`: the entry points of the workbench.
 
 Docs: https://gte-bench.github.io/gte_bench/api/cli.html.md"""
 
@@ -17,7 +17,7 @@ from .env import capture_env, project_root
 # %% auto #0
 __all__ = ['COMMANDS', 'RENAMED', 'DATA_KINDS', 'notebook_markdown', 'write_readme', 'command', 'command_parser', 'one_line',
            'main', 'env_command', 'sweep_command', 'run_report', 'report_command', 'floats', 'make_data',
-           'data_command', 'max_batch_command', 'readme_command']
+           'data_command', 'max_batch_command', 'serve_command', 'readme_command']
 
 # %% ../nbs/api/70_cli.ipynb #07e844cf
 def notebook_markdown(nb_path:str|Path) -> str:
@@ -215,6 +215,35 @@ def max_batch_command(model:str, # preset name or alias, local checkpoint folder
         env = capture_env()
         for rec in max_batch_records(df, env): write_record(rec, out)
         print(f"{len(df)} records -> {out}")
+
+# %% ../nbs/api/70_cli.ipynb #08ae2500
+@command('serve')
+def serve_command(model:str=None, # preset name or alias, checkpoint folder, ModelScope or hub id (default: the family's preset)
+                  task:str='embed', # embed | extract | match
+                  toggles:str=None, # optimizations as a label, on top of serving's defaults: 'backend=onnxruntime', 'dtype=bf16+attn=sdpa', ...
+                  batching:str='dynamic', # dynamic micro-batching, or none: one forward per request
+                  host:str='127.0.0.1', # bind address; any other than loopback wants --api-key
+                  port:int=8000,
+                  device:str='cpu', # cpu, cuda, cuda:N
+                  seed:int=0, # seed of a preset's random weights
+                  api_key:str=None, # require 'Authorization: Bearer KEY' (default: $GTE_BENCH_API_KEY, else none)
+                  truncate:bool=False, # cut texts over max_length tokens instead of refusing them with 413
+                  max_batch_tokens:int=16384, # real tokens in one micro-batch
+                  max_batch_requests:int=64, # requests in one micro-batch
+                  max_wait_ms:float=2.0, # how long the head of the queue waits for a fuller batch
+                  max_concurrent:int=512, # requests admitted at once; past it 429
+                  max_queue_tokens:int=262144, # tokens waiting; past it 429
+                  max_inputs:int=256, # inputs per request; more 413
+                  max_body_bytes:int=4000000, # body size; larger 413
+                  timeout_s:float=60.0, # per request; unanswered by then 503
+                  tokenizer_threads:int=1, # threads tokenizing requests as they arrive
+                  log_level:str='warning', # uvicorn's: debug, info, warning, error
+                 ):
+    "Serve a model over HTTP with dynamic micro-batching, backpressure and Prometheus metrics"
+    from gte_bench.serve import Limits, serve
+    limits = Limits(max_batch_tokens, max_batch_requests, max_wait_ms, max_concurrent, max_queue_tokens, max_inputs,
+                    max_body_bytes, timeout_s, truncate, tokenizer_threads)
+    serve(model, task, toggles, batching, host, port, device, seed, limits, api_key or os.environ.get('GTE_BENCH_API_KEY'), log_level)
 
 # %% ../nbs/api/70_cli.ipynb #933367ea
 @command('readme')

@@ -7,6 +7,7 @@ Docs: https://gte-bench.github.io/gte_bench/api/mgeo.html.md"""
 # %% ../nbs/api/12_mgeo.ipynb #20b56ce2
 from __future__ import annotations
 import json, re, warnings
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Sequence
@@ -73,14 +74,21 @@ def run(self:Matcher, pairs:list, fns:dict|None=None,
        ) -> np.ndarray:
     "Class probabilities (n, 3) in MATCH_LABELS order of checked pairs, in order; token types included"
     fns, L = fns or self.plain_fns(), max_length or self.max_length
-    def encode(ps):
-        enc = self.tokenizer([p['a'] for p in ps], [p['b'] for p in ps], truncation=True, max_length=L, return_token_type_ids=True)
-        return list(zip(enc['input_ids'], enc['token_type_ids']))
-    def compute(ids, mask, tt):
-        logits = fns['classifier'](ids, mask, tt).float()
-        if self.order is not None: logits = logits[:, list(self.order)]
-        return torch.softmax(logits, -1).cpu().numpy()
-    return np.stack(run_batched(self, pairs, encode, compute, L, padding, batch_size, cache))
+    return np.stack(run_batched(self, pairs, lambda ps: self.token_ids(ps, L), partial(self.rows, fns), L, padding, batch_size, cache))
+
+@patch
+def token_ids(self:Matcher, pairs:list, max_length:int|None=None) -> list[tuple]:
+    "`(ids, token_type_ids)` of each checked pair, truncated at `max_length` (default: the matcher's)"
+    enc = self.tokenizer([p['a'] for p in pairs], [p['b'] for p in pairs], truncation=True,
+                         max_length=max_length or self.max_length, return_token_type_ids=True)
+    return list(zip(enc['input_ids'], enc['token_type_ids']))
+
+@patch
+def rows(self:Matcher, fns:dict, ids:torch.Tensor, mask:torch.Tensor, tt:torch.Tensor) -> np.ndarray:
+    "Class probabilities in MATCH_LABELS order of a padded batch, on the host"
+    logits = fns['classifier'](ids, mask, tt).float()
+    if self.order is not None: logits = logits[:, list(self.order)]
+    return torch.softmax(logits, -1).cpu().numpy()
 
 @patch
 def scores(self:Matcher, a:list[str], b:list[str]) -> np.ndarray:

@@ -6,7 +6,8 @@ Docs: https://gte-bench.github.io/gte_bench/api/models.html.md"""
 
 # %% ../nbs/api/10_models.ipynb #8fb4c132
 from __future__ import annotations
-import math, os, time
+import json, math, os, time
+from functools import partial
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ __all__ = ['PRESETS', 'SPECIAL_TOKENS', 'DTYPES', 'HUB_PATTERNS', 'MODELSCOPE_EN
            'checkpoint_folder', 'is_modelscope_id', 'reachable', 'offline', 'hub_folder', 'modelscope_download',
            'model_source', 'read_state_dict', 'folder_tokenizer', 'few', 'checkpoint_keys', 'quiet_loading', 'Counters',
            'Graph', 'Adapter', 'register_adapter', 'adapter_class', 'load_model', 'LRU', 'pad_batch', 'run_batched',
-           'Embedder', 'EncoderGraph', 'seq_example', 'load_embedder', 'small_checkpoint']
+           'Embedder', 'EncoderGraph', 'seq_example', 'load_embedder', 'save_checkpoint', 'write_pooling',
+           'small_checkpoint']
 
 # %% ../nbs/api/10_models.ipynb #cfc9784a
 @dataclass(frozen=True)
@@ -276,7 +278,6 @@ def few(names:Sequence[str], n:int=4) -> str:
 # %% ../nbs/api/10_models.ipynb #f17a7633
 def checkpoint_keys(folder:str|Path) -> set|None:
     "Names of the weights in a checkpoint folder, read without loading them (safetensors, sharded indexes); None when it cannot tell"
-    import json
     p = Path(folder)
     for idx in ('model.safetensors.index.json', 'pytorch_model.bin.index.json'):
         if (p / idx).exists(): return set(json.loads((p / idx).read_text(encoding='utf-8'))['weight_map'])
@@ -363,6 +364,12 @@ class Adapter:
     def run(self, items:list, fns:dict|None=None, **options):
         "The family's computation on checked items, calling the pieces through `fns` (default: the plain graphs)"
         raise NotImplementedError
+    def token_ids(self, items:list, max_length:int) -> list[tuple]:
+        "Per checked item, its token-id lists truncated at `max_length`: (ids, then any per-token extras such as token types). Families that pad one sequence per item have it; `run_batched` and a server batch them"
+        raise NotImplementedError(f"{type(self).__name__} does not map an item to one sequence")
+    def rows(self, fns:dict, ids:torch.Tensor, mask:torch.Tensor, *extras) -> np.ndarray:
+        "One output row per sequence of a padded batch, on the host: the compute of `run_batched` and of a server's batch"
+        raise NotImplementedError(f"{type(self).__name__} does not map an item to one sequence")
     def agreement(self, ref, cand) -> dict:
         "How far the outputs `cand` agree with the reference outputs `ref` of the same items: fid_* columns and fid_ok"
         raise NotImplementedError
@@ -599,9 +606,18 @@ def run(self:Embedder, texts:list, fns:dict|None=None,
     "Vectors (n, dim) of checked `texts`, in input order"
     self._limit(max_length)
     fns = fns or self.plain_fns()
-    encode = lambda xs: [(s,) for s in self.tokenizer(xs, truncation=True, max_length=max_length)['input_ids']]
-    compute = lambda ids, mask: self.pool({'attention_mask': mask}, fns['encoder'](ids, mask)).cpu().numpy()
-    return np.stack(run_batched(self, texts, encode, compute, max_length, padding, batch_size, cache))
+    return np.stack(run_batched(self, texts, lambda xs: self.token_ids(xs, max_length), partial(self.rows, fns),
+                                max_length, padding, batch_size, cache))
+
+@patch
+def token_ids(self:Embedder, texts:list, max_length:int=128) -> list[tuple]:
+    "`(ids,)` of each checked text, truncated at `max_length`"
+    return [(s,) for s in self.tokenizer(texts, truncation=True, max_length=max_length)['input_ids']]
+
+@patch
+def rows(self:Embedder, fns:dict, ids:torch.Tensor, mask:torch.Tensor) -> np.ndarray:
+    "Pooled (and normalized) float32 vectors of a padded batch, on the host"
+    return self.pool({'attention_mask': mask}, fns['encoder'](ids, mask)).cpu().numpy()
 
 # %% ../nbs/api/10_models.ipynb #089ca53d
 @patch(cls_method=True)
@@ -662,19 +678,43 @@ def load_embedder(model:str='gte-base-zh', # preset name or alias, local folder,
                       pooling=pooling, normalize=normalize)
 
 # %% ../nbs/api/10_models.ipynb #539ee93f
+def save_checkpoint(folder:str|Path, # where to write it
+                    model:str|None=None, # a preset of the family (default: its first)
+                    task:str='embed', # the family
+                    hidden:int|None=None, # width (layers stay the preset's); None: the preset's own
+                    seed:int=0,
+                   ) -> Path:
+    "A family's preset with seeded weights, written as a checkpoint folder that `load_model` and other servers read"
+    from dataclasses import replace
+    from safetensors.torch import save_file
+    cls = adapter_class(task)
+    preset = find_preset(model, cls.presets) if model else cls.presets[0]
+    if preset is None: raise ValueError(f"{model!r} is not a {task} preset; known: {', '.join(p.name for p in cls.presets)}")
+    if hidden: preset = replace(preset, name=f'{preset.name}-{hidden}', hidden=hidden, heads=2, ffn=2 * hidden)
+    m, tok = cls.build(preset, seed, None)
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    m.config.architectures = [type(m).__name__]        # what servers built on sentence-transformers read to pick a class
+    m.config.save_pretrained(folder); tok.save_pretrained(folder)
+    tc = folder / 'tokenizer_config.json'              # transformers 5 names its fast tokenizer TokenizersBackend; 4.x knows the older name
+    tc.write_text(json.dumps({**json.loads(tc.read_text()), 'tokenizer_class': 'PreTrainedTokenizerFast'}, indent=2))
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(folder / 'model.safetensors'),
+              metadata={'format': 'pt'})           # what transformers writes, and what its older releases require
+    if task == 'embed': write_pooling(folder, preset.pooling, m.config.hidden_size)
+    return folder
+
+def write_pooling(folder:Path, pooling:str, dim:int):
+    "sentence-transformers' modules.json and pooling config: servers built on it (infinity) then pool and normalize as `Embedder` does"
+    (folder / '1_Pooling').mkdir(exist_ok=True); (folder / '2_Normalize').mkdir(exist_ok=True)
+    mods = [('Transformer', ''), ('Pooling', '1_Pooling'), ('Normalize', '2_Normalize')]
+    (folder / 'modules.json').write_text(json.dumps([dict(idx=i, name=str(i), path=p, type=f'sentence_transformers.models.{t}')
+                                                     for i, (t, p) in enumerate(mods)], indent=1))
+    (folder / '1_Pooling' / 'config.json').write_text(json.dumps(dict(
+        word_embedding_dimension=dim, pooling_mode_cls_token=pooling == 'cls', pooling_mode_mean_tokens=pooling == 'mean'), indent=1))
+
 def small_checkpoint(folder:str|Path, # where to write it
                      task:str='embed', # the family
                      hidden:int=32, # width; layers stay the preset's
                      seed:int=0,
                     ) -> Path:
     "A seeded model of family `task` at width `hidden`, written as a checkpoint folder"
-    from dataclasses import replace
-    from safetensors.torch import save_file
-    cls = adapter_class(task)
-    preset = replace(cls.presets[0], name=f'small-{task}', hidden=hidden, heads=2, ffn=2 * hidden)
-    m, tok = cls.build(preset, seed, None)
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    m.config.save_pretrained(folder); tok.save_pretrained(folder)
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(folder / 'model.safetensors'),
-              metadata={'format': 'pt'})           # what transformers writes, and what its older releases require
-    return folder
+    return save_checkpoint(folder, None, task, hidden, seed)

@@ -6,7 +6,7 @@ Docs: https://gte-bench.github.io/gte_bench/api/run.html.md"""
 
 # %% ../nbs/api/41_run.ipynb #4c45d660
 from __future__ import annotations
-import ast, importlib, inspect, json, os, sys, time
+import ast, importlib, inspect, json, os, signal, sys, threading, time
 from pathlib import Path
 from typing import Callable
 
@@ -79,8 +79,15 @@ class BenchRun:
 
     def _snap(self, name:str):
         "Where the machine's and this process's CPU time stood when phase `name` began"
-        c = self._proc.cpu_times()
-        self._snaps.append((name, time.perf_counter(), psutil.cpu_times(), c.user + c.system + c.children_user + c.children_system))
+        self._snaps.append((name, time.perf_counter(), psutil.cpu_times(), self.own_cpu_s()))
+
+    def own_cpu_s(self) -> float:
+        "CPU seconds of this process and its children, ended or running (a service the run started is its own work)"
+        c, live = self._proc.cpu_times(), 0.0
+        for p in self._proc.children(recursive=True):
+            try: t = p.cpu_times(); live += t.user + t.system
+            except psutil.Error: pass                     # ended between listing and reading: counted once reaped
+        return c.user + c.system + c.children_user + c.children_system + live
 
     def keep(self, **metrics):
         "Metrics measured so far: the point's record carries them, an error record too"
@@ -169,7 +176,7 @@ def contention(self:BenchRun, phase:str|None=None, # a marked phase (None: 'meas
     i = len(names) - 1 - names[::-1].index(phase) if phase else 0
     (_, t0, c0, own0) = self._snaps[i]
     end = self._snaps[i + 1] if phase and i + 1 < len(self._snaps) else None
-    if end is None: c = self._proc.cpu_times(); end = ('now', time.perf_counter(), psutil.cpu_times(), c.user + c.system + c.children_user + c.children_system)
+    if end is None: end = ('now', time.perf_counter(), psutil.cpu_times(), self.own_cpu_s())
     _, t1, c1, own1 = end
     busy = lambda c: sum(getattr(c, k, 0.0) for k in ('user', 'nice', 'system', 'irq', 'softirq'))
     total = lambda c: sum(c)
@@ -286,6 +293,9 @@ def point_main(argv:list[str]|None=None) -> int:
     a = sys.argv[1:] if argv is None else argv
     if len(a) != 3:
         print('usage: point_main SCENARIO PARAMS_JSON OUT_DIR', file=sys.stderr); return 2
+    if argv is None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # a sweep started in the background (nohup, &) passes SIGINT
+                                                                     # on ignored; the sweep stops a point with it
     try: rec = run_scenario(a[0], json.loads(a[1]), a[2])
     except Exception as e:
         print(f'{type(e).__name__}: {e}', file=sys.stderr); return 1

@@ -252,11 +252,12 @@ SWEEPS = {p.stem: p for p in sorted((Path(__file__).resolve().parents[1] / 'swee
 
 
 def _points(name:str) -> tuple[dict, list[dict]]:
-    "A committed sweep file and its grid points, expanded against its notebook's parameters"
-    from gte_bench.run import bench_notebook, notebook_defaults
+    "A committed sweep file and its grid points, expanded against its notebook's or scenario's parameters"
+    from gte_bench.run import bench_notebook, notebook_defaults, scenario_defaults
     from gte_bench.sweep import expand_grid, load_sweep
     spec = load_sweep(SWEEPS[name])
-    return spec, expand_grid(spec, notebook_defaults(bench_notebook(spec['notebook'])))
+    defaults = scenario_defaults(spec['scenario']) if spec.get('scenario') else notebook_defaults(bench_notebook(spec['notebook']))
+    return spec, expand_grid(spec, defaults)
 
 
 @pytest.mark.parametrize('name', SWEEPS)

@@ -237,12 +237,13 @@ def serve_command(model:str=None, # preset name or alias, checkpoint folder, Mod
                   max_body_bytes:int=4000000, # body size; larger 413
                   timeout_s:float=60.0, # per request; unanswered by then 503
                   tokenizer_threads:int=1, # threads tokenizing requests as they arrive
+                  max_forward_tokens:int=0, # padded tokens per forward pass; 0: 1024 on a CPU, 16384 on a GPU
                   log_level:str='warning', # uvicorn's: debug, info, warning, error
                  ):
     "Serve a model over HTTP with dynamic micro-batching, backpressure and Prometheus metrics"
     from gte_bench.serve import Limits, serve
     limits = Limits(max_batch_tokens, max_batch_requests, max_wait_ms, max_concurrent, max_queue_tokens, max_inputs,
-                    max_body_bytes, timeout_s, truncate, tokenizer_threads)
+                    max_body_bytes, timeout_s, truncate, tokenizer_threads, max_forward_tokens)
     serve(model, task, toggles, batching, host, port, device, seed, limits, api_key or os.environ.get('GTE_BENCH_API_KEY'), log_level)
 
 # %% ../nbs/api/70_cli.ipynb #933367ea

@@ -25,9 +25,9 @@ __all__ = ['PRESETS', 'SPECIAL_TOKENS', 'DTYPES', 'HUB_PATTERNS', 'MODELSCOPE_EN
            'char_tokenizer', 'resolve_dtype', 'resolve_device', 'seeded', 'modelscope_cache', 'modelscope_copy',
            'checkpoint_folder', 'is_modelscope_id', 'reachable', 'offline', 'hub_folder', 'modelscope_download',
            'model_source', 'read_state_dict', 'folder_tokenizer', 'few', 'checkpoint_keys', 'quiet_loading', 'Counters',
-           'Graph', 'Adapter', 'register_adapter', 'adapter_class', 'load_model', 'LRU', 'pad_batch', 'run_batched',
-           'Embedder', 'EncoderGraph', 'seq_example', 'load_embedder', 'save_checkpoint', 'write_pooling',
-           'small_checkpoint']
+           'Graph', 'Adapter', 'register_adapter', 'adapter_class', 'load_model', 'LRU', 'pad_batch', 'forward_chunks',
+           'run_batched', 'Embedder', 'EncoderGraph', 'seq_example', 'load_embedder', 'save_checkpoint',
+           'write_pooling', 'small_checkpoint']
 
 # %% ../nbs/api/10_models.ipynb #cfc9784a
 @dataclass(frozen=True)
@@ -489,6 +489,20 @@ def pad_batch(seqs:Sequence[Sequence[int]], # token ids of each sequence
     for i, s in enumerate(seqs): ids[i, :len(s)], mask[i, :len(s)] = s, 1
     return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
+def forward_chunks(lengths:Sequence[int], # sequence lengths, in the order they run
+                   batch_size:int, # sequences per forward pass, at most
+                   max_tokens:int|None=None, # padded tokens per forward pass, at most (one sequence at least); None: no limit
+                   fixed_width:int|None=None, # every pass padded to this width (padding='max_length'); None: to its longest
+                  ) -> list[list[int]]:
+    "Positions of `lengths` split into consecutive forward passes within both limits"
+    out, cur, width = [], [], 0
+    for i, n in enumerate(lengths):
+        w = fixed_width or max(width, n)
+        if cur and (len(cur) >= batch_size or (max_tokens and (len(cur) + 1) * w > max_tokens)):
+            out.append(cur); cur, w = [], fixed_width or n
+        cur.append(i); width = w
+    return out + [cur] if cur else out
+
 def run_batched(adapter:Adapter, # the model (its `key`, `counters` and config are used)
                 items:list, # checked items
                 encode:Callable, # encode(items) -> list of tuples of token-id lists (ids, then any per-token extras)
@@ -497,6 +511,7 @@ def run_batched(adapter:Adapter, # the model (its `key`, `counters` and config a
                 padding:str='longest', # one of PADDINGS
                 batch_size:int|None=None, # sequences per forward pass (default: all at once)
                 cache:LRU|None=None, # outputs by item key; repeats within a call are computed once
+                max_tokens:int|None=None, # padded tokens per forward pass (one sequence at least); None: no limit
                ) -> list:
     "Outputs of `items` in input order: cache, tokenize once, bucket, batch, pad, compute"
     if padding not in PADDINGS: raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
@@ -511,9 +526,9 @@ def run_batched(adapter:Adapter, # the model (its `key`, `counters` and config a
     if not work: return out
     seqs = encode([x for x, _ in work])
     order = sorted(range(len(work)), key=lambda i: len(seqs[i][0])) if padding == 'bucket' else list(range(len(work)))
-    bs, cfg = batch_size or len(order), adapter.model.config
-    for k in range(0, len(order), bs):
-        chunk = order[k:k + bs]
+    cfg, fixed = adapter.model.config, max_length if padding == 'max_length' else None
+    for pos in forward_chunks([len(seqs[i][0]) for i in order], batch_size or len(order), max_tokens, fixed):
+        chunk = [order[p] for p in pos]
         lengths = [len(seqs[i][0]) for i in chunk]
         width = max_length if padding == 'max_length' else max(lengths)
         ids, mask = pad_batch([seqs[i][0] for i in chunk], width, adapter.device)

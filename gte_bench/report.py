@@ -26,17 +26,18 @@ __all__ = ['FIG_DPI', 'PCTS', 'HEAD_COLUMNS', 'POINT_KEYS', 'FLAG_NAMES', 'REPEA
            'POINT_ORDER', 'TICK_STEPS', 'MIN_CONTRAST', 'BATCH_PALETTE', 'LENGTH_PALETTE', 'STAGES', 'LINEAR_MIN_R2',
            'LINEAR_LOO_SLACK', 'LOO_NEGLIGIBLE', 'SUMMARY_COLUMNS', 'REPEAT_COLUMNS', 'SOAK_COLUMNS', 'FIDELITY',
            'FID_COLUMNS', 'ABLATION_COLUMNS', 'ABLATION_INTRO', 'LOAD_COLUMNS', 'LOAD_SETUP', 'MAIN_METRICS',
-           'SECTIONS', 'RUNS_NOTE', 'LOAD_PROSE', 'GROWTH_RULE', 'SOAK_PROSE', 'by_scenario', 'is_latency',
-           'is_ablation', 'is_load', 'is_soak', 'save_figure', 'ok_runs', 'point_columns', 'flag_set', 'run_flags',
-           'with_flags', 'flag_columns', 'points', 'clean_points', 'flag_why', 'runs_prose', 'shaped_runs', 'log_ticks',
-           'plain_log_axis', 'contrast_on_white', 'visible', 'level_colours', 'plot_latency_vs_batch',
-           'plot_latency_vs_length', 'plot_throughput', 'has_stages', 'plot_breakdown', 'growth_fit', 'growth_table',
-           'length_fits', 'fit_label', 'plot_length_fit', 'truncation_note', 'summary_table', 'failures_table',
-           'environment_lines', 'soak_table', 'Fidelity', 'ablation_families', 'ablation_keys', 'ablation_table',
-           'best_variants', 'plot_ablation', 'ablation_prose', 'load_table', 'plot_load', 'config_columns',
-           'scenario_table', 'shared_config', 'Context', 'Prose', 'Table', 'Plot', 'Figures', 'Bullets', 'Section',
-           'register_section', 'sections', 'render_section', 'growth_prose', 'length_fit_table', 'unclaimed',
-           'failed_runs', 'ScenarioTables', 'headline', 'write_report']
+           'SECTIONS', 'RUNS_NOTE', 'LOAD_PROSE', 'GROWTH_RULE', 'SOAK_PROSE', 'is_serve', 'SERVE_STEP_COLUMNS',
+           'SERVE_PROSE', 'by_scenario', 'is_latency', 'is_ablation', 'is_load', 'is_soak', 'save_figure', 'ok_runs',
+           'point_columns', 'flag_set', 'run_flags', 'with_flags', 'flag_columns', 'points', 'clean_points', 'flag_why',
+           'runs_prose', 'shaped_runs', 'log_ticks', 'plain_log_axis', 'contrast_on_white', 'visible', 'level_colours',
+           'plot_latency_vs_batch', 'plot_latency_vs_length', 'plot_throughput', 'has_stages', 'plot_breakdown',
+           'growth_fit', 'growth_table', 'length_fits', 'fit_label', 'plot_length_fit', 'truncation_note',
+           'summary_table', 'failures_table', 'environment_lines', 'soak_table', 'Fidelity', 'ablation_families',
+           'ablation_keys', 'ablation_table', 'best_variants', 'plot_ablation', 'ablation_prose', 'load_table',
+           'plot_load', 'config_columns', 'scenario_table', 'shared_config', 'Context', 'Prose', 'Table', 'Plot',
+           'Figures', 'Bullets', 'Section', 'register_section', 'sections', 'render_section', 'growth_prose',
+           'length_fit_table', 'serve_steps', 'serve_summary', 'plot_serve', 'unclaimed', 'failed_runs',
+           'ScenarioTables', 'headline', 'write_report']
 
 # %% ../nbs/api/60_report.ipynb #0c2d9e57
 def by_scenario(*names:str, # the scenarios selected
@@ -913,6 +914,66 @@ SOAK_PROSE = ('Runs whose timed phase lasted long enough (`soak_min_s`) for `gte
               'least-squares slope of memory (`leak_mem_col`) over the timed phase after its first `soak_warmup_s`, and a '
               'verdict: a leak needs a steady rise, not a one-time step.')
 register_section('soak', [Prose(SOAK_PROSE), Table(soak_table)], select=is_soak, title='Memory over a soak', order=50, claims=False)
+
+# %% ../nbs/api/60_report.ipynb #5c3341e2
+is_serve = by_scenario('serve', 'gte_bench.serve:serve_compare')
+SERVE_STEP_COLUMNS = ['model', 'corpus', 'server', 'clients', 'requests_per_s', 'p50_ms', 'p95_ms', 'p99_ms', 'errors',
+                      'server_cpu_cores', 'server_rss_peak_mb']
+
+def serve_steps(df:pd.DataFrame) -> pd.DataFrame:
+    "One row per server and client count of the serving benchmark, flags marked"
+    s = with_flags(df[is_serve(df) & df.get('server', pd.Series(index=df.index, dtype=object)).notna()])
+    return s[[c for c in SERVE_STEP_COLUMNS if c in s] + flag_columns(s)].sort_values(['model', 'corpus', 'server', 'clients']).reset_index(drop=True)
+
+def serve_summary(df:pd.DataFrame) -> pd.DataFrame:
+    "Per model and corpus: each server's requests/s at the SLO and at the most clients (with its P95), and the ratios"
+    steps, rows = serve_steps(df), []
+    slo = float(df.loc[is_serve(df), 'slo_ms'].dropna().iloc[0]) if 'slo_ms' in df and is_serve(df).any() else 150.0
+    for (m, c), g in steps.groupby(['model', 'corpus']):
+        row, top = dict(model=m, corpus=c), int(g.clients.max())
+        for srv, h in g.groupby('server', sort=False):
+            ok = h[(h.errors == 0) & (h.p95_ms <= slo)]
+            last = h[h.clients == top]
+            row[f'{srv} req/s at P95≤{slo:g} ms'] = ok.requests_per_s.max() if len(ok) else 0.0
+            row[f'{srv} req/s at {top} clients'] = last.requests_per_s.iloc[0] if len(last) else np.nan
+            row[f'{srv} P95 at {top} clients (ms)'] = last.p95_ms.iloc[0] if len(last) else np.nan
+        at = lambda srv: row.get(f'{srv} req/s at P95≤{slo:g} ms', np.nan)
+        top_rps = lambda srv: row.get(f'{srv} req/s at {top} clients', np.nan)
+        if at('infinity'): row['dynamic / infinity at the SLO'] = at('dynamic') / at('infinity')
+        if top_rps('none'): row[f'dynamic / none at {top} clients'] = top_rps('dynamic') / top_rps('none')
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+def plot_serve(df:pd.DataFrame):
+    "P95 latency against throughput, one line per server through its client counts, one panel per model and corpus, with the SLO"
+    steps = serve_steps(df)
+    panels = list(steps.groupby(['model', 'corpus']).groups) or [('', '')]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    colours = level_colours(sorted(steps.server.unique()), 'tab10') if len(steps) else {}
+    slo = float(df.loc[is_serve(df), 'slo_ms'].dropna().iloc[0]) if 'slo_ms' in df and is_serve(df).any() else 150.0
+    for ax, key in zip(axes[0], panels):
+        g = steps[(steps.model == key[0]) & (steps.corpus == key[1])]
+        for srv, h in g.groupby('server', sort=False):
+            h = h.sort_values('clients')
+            ax.plot(h.requests_per_s, h.p95_ms, marker='o', ms=4, color=colours[srv], label=srv)
+            for r in h.itertuples(): ax.annotate(str(r.clients), (r.requests_per_s, r.p95_ms), fontsize=6, xytext=(3, 3), textcoords='offset points')
+        ax.axhline(slo, color='k', ls='--', lw=1, label=f'SLO P95 {slo:g} ms')
+        ax.set(yscale='log', xlabel='throughput (requests/s, closed loop)', ylabel='P95 latency (ms)', title=' · '.join(key))
+        plain_log_axis(ax, 'y'); ax.legend(fontsize=7)
+    fig.suptitle('Serving: each point a client count (labelled), one text per request', fontsize=9)
+    fig.tight_layout()
+    return fig
+
+SERVE_PROSE = ('Closed-loop HTTP clients (aiohttp, on the same machine) send one text per request to each server in '
+               'turn, serving the same checkpoint folder: `dynamic` is gte-bench serve with dynamic micro-batching, '
+               '`none` the same service with one forward per request, `infinity` infinity-emb on its torch engine. '
+               'A step is 10 s after a warm-up; `server_cpu_cores` is what the server process used over it (the rest of '
+               'the machine went to the client). Throughput at the SLO is the best step whose P95 stayed under it; with '
+               'closed-loop client counts as steps, it is a lower bound of what each server holds.')
+
+register_section('serve', [Prose(SERVE_PROSE), Figures([Plot('serve', plot_serve, lambda d: serve_steps(d).shape[0] > 0)]),
+                           Table(serve_summary, 'Throughput at the SLO'), Table(serve_steps, 'Every step')],
+                 select=is_serve, title='Serving over HTTP', order=35, noun='serving')
 
 # %% ../nbs/api/60_report.ipynb #8f3b6a2e
 def unclaimed(df:pd.DataFrame) -> pd.Series:

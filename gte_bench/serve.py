@@ -27,7 +27,7 @@ from .models import Adapter, adapter_class, model_source, run_batched
 from .optim import Runner, Toggles
 
 # %% auto #0
-__all__ = ['SERVE_TOGGLES', 'ERROR_TYPES', 'DURATION_BUCKETS', 'LOOPBACK', 'PARENT_ENV', 'INFINITY_ENV', 'SERVERS',
+__all__ = ['SERVE_TOGGLES', 'ZERO_OK', 'ERROR_TYPES', 'DURATION_BUCKETS', 'LOOPBACK', 'PARENT_ENV', 'INFINITY_ENV', 'SERVERS',
            'serve_toggles', 'Limits', 'ServeError', 'json_type', 'parse_body', 'check_text', 'text_list', 'pair_list',
            'uie_item', 'Metrics', 'Pending', 'Batcher', 'Model', 'ServeState', 'read_body', 'timing_headers', 'infer',
            'make_app', 'embedding_request', 'vector_json', 'similarity_request', 'add_routes', 'watch_parent', 'serve',
@@ -35,7 +35,7 @@ __all__ = ['SERVE_TOGGLES', 'ERROR_TYPES', 'DURATION_BUCKETS', 'LOOPBACK', 'PARE
            'serve_compare']
 
 # %% ../nbs/api/80_serve.ipynb #4151edb7
-SERVE_TOGGLES = dict(grad_mode='inference_mode', padding='bucket', batch_size=32, max_length=512)
+SERVE_TOGGLES = dict(grad_mode='inference_mode', padding='bucket', batch_size=256, max_length=512)
 "What the service applies unless its toggles say otherwise"
 
 def serve_toggles(spec:str|dict|Toggles|None=None) -> Toggles:
@@ -46,6 +46,8 @@ def serve_toggles(spec:str|dict|Toggles|None=None) -> Toggles:
     return Toggles(**{**SERVE_TOGGLES, **{k: getattr(asked, k) for k in named}})
 
 # %% ../nbs/api/80_serve.ipynb #4e6c5e12
+ZERO_OK = ('max_wait_ms', 'max_forward_tokens')
+
 @dataclass(frozen=True)
 class Limits:
     "What the service admits, and how it forms batches"
@@ -59,12 +61,13 @@ class Limits:
     timeout_s:float=60.0 # a request not answered this long after it arrived gets 503
     truncate:bool=False # a text over max_length tokens: truncated (True) or refused with 413 (False, TEI's default)
     tokenizer_threads:int=1 # threads that tokenize requests as they arrive
+    max_forward_tokens:int=0 # padded tokens in one forward pass of a batch; 0: 1024 on a CPU, 16384 on a GPU
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.type != 'bool' and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < (0 if f.name == 'max_wait_ms' else 1)):
-                raise ValueError(f"{f.name}={v!r} must be a number >= {0 if f.name == 'max_wait_ms' else 1}")
+            if f.type != 'bool' and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < (0 if f.name in ZERO_OK else 1)):
+                raise ValueError(f"{f.name}={v!r} must be a number >= {0 if f.name in ZERO_OK else 1}")
 
 # %% ../nbs/api/80_serve.ipynb #c6c6d9a0
 ERROR_TYPES = {400: 'invalid_request_error', 401: 'authentication_error', 404: 'not_found_error', 405: 'invalid_request_error',
@@ -251,7 +254,8 @@ def stop(self:Batcher, drain:bool=True, timeout_s:float=60.0):
 # %% ../nbs/api/80_serve.ipynb #e2de8cbb
 class Model:
     "A toggled model as the service runs it: tokenization and batch compute, each on its own thread"
-    def __init__(self, model:str|None=None, task:str='embed', toggles:Toggles|str|None=None, device:str='cpu', seed:int=0, truncate:bool=False):
+    def __init__(self, model:str|None=None, task:str='embed', toggles:Toggles|str|None=None, device:str='cpu', seed:int=0,
+                 truncate:bool=False, max_forward_tokens:int=0):
         self.toggles = serve_toggles(toggles)
         self.runner = Runner(model, self.toggles, device, seed, task)
         self.adapter, self.task, self.truncate = self.runner.adapter, task, truncate
@@ -259,6 +263,7 @@ class Model:
         self.max_length = self.toggles.max_length
         self.tokenized = type(self.adapter).token_ids is not Adapter.token_ids
         self.specials = set(self.adapter.tokenizer.all_special_ids)
+        self.max_forward_tokens = max_forward_tokens or (16384 if self.adapter.device.type == 'cuda' else 1024)
 
     def prepare(self, items:list) -> tuple[list, list[int]]:
         "Token ids of each input and its real tokens; 413 for one over `max_length` unless truncating, 400 for one with no token"
@@ -278,7 +283,8 @@ class Model:
         r, t = self.runner, self.toggles
         with r.threads(), torch.inference_mode():
             if not self.tokenized: return list(r(seqs, use_oracle=False))
-            return run_batched(self.adapter, seqs, list, partial(self.adapter.rows, r.fns), t.max_length, t.padding, t.batch_size)
+            return run_batched(self.adapter, seqs, list, partial(self.adapter.rows, r.fns), t.max_length, t.padding, t.batch_size,
+                               max_tokens=self.max_forward_tokens)
 
 # %% ../nbs/api/80_serve.ipynb #437730d6
 class ServeState:
@@ -294,7 +300,7 @@ class ServeState:
     def load(self):
         "Load the model and start the batcher (on a thread); a failure is kept for /health and stops the service"
         try:
-            self.model = Model(**self.model_kw, truncate=self.limits.truncate)
+            self.model = Model(**self.model_kw, truncate=self.limits.truncate, max_forward_tokens=self.limits.max_forward_tokens)
             self.batcher = Batcher(self.model.compute, self.limits, self.dynamic, self.metrics).start()
         except Exception as e:
             self.failed = f"{type(e).__name__}: {e}"

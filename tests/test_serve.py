@@ -270,3 +270,33 @@ def test_a_service_does_not_outlive_the_process_that_started_it(ckpt):
     finally:
         parent.kill(); parent.wait()
     psutil.Process(int(pid)).wait(30)           # psutil.TimeoutExpired if the orphan went on serving
+
+
+def test_a_request_past_its_timeout_gets_503_and_is_not_computed(ckpt):
+    with Service(model=str(ckpt['embed']), limits=Limits(timeout_s=1, max_wait_ms=4000, max_batch_requests=8)) as s:
+        t0 = time.perf_counter()
+        r = httpx.post(s.url + '/v1/embeddings', json=dict(input='你好'), timeout=30)
+        waited = time.perf_counter() - t0
+        assert r.status_code == 503 and 'no answer within 1 s' in r.json()['error']['message'] and r.headers['retry-after'] == '1'
+        assert waited < 4, f"the timeout answered after {waited:.1f} s, not at 1 s"
+        time.sleep(3.5)                                  # the batch's wait ends; the given-up request is skipped, not run
+        fams = metrics(s.url)
+        assert sample(fams, 'te_batch_next_size', 'te_batch_next_size_count') == 0
+        assert httpx.get(s.url + '/health').json()['status'] == 'ok'
+
+
+def test_toggles_apply_to_the_served_model(ckpt):
+    "ONNX Runtime with int8 weights behind the service: its vectors are the toggled model's, near the plain ones"
+    from gte_bench.optim import Runner
+    plain = load_model(str(ckpt['embed']))(TEXTS[:4], max_length=512)
+    with Service(model=str(ckpt['embed']), toggles='backend=onnxruntime') as s:
+        h = httpx.get(s.url + '/health').json()
+        got = np.array([d['embedding'] for d in httpx.post(s.url + '/v1/embeddings', json=dict(input=TEXTS[:4])).json()['data']])
+    assert 'backend=onnxruntime' in h['toggles']
+    np.testing.assert_allclose(got, plain, atol=1e-4)
+    with Service(model=str(ckpt['embed']), toggles='quant=int8-dynamic', batching='none') as s:
+        assert httpx.get(s.url + '/health').json()['batching'] == 'none'
+        q = np.array([d['embedding'] for d in httpx.post(s.url + '/v1/embeddings', json=dict(input=TEXTS[:4])).json()['data']])
+    ref = Runner(str(ckpt['embed']), 'quant=int8-dynamic+padding=bucket+batch_size=32+max_length=512')(TEXTS[:4])
+    np.testing.assert_allclose(q, ref, atol=1e-4)
+    assert np.abs(q - plain).max() > 1e-4                 # int8 did change the model

@@ -173,8 +173,10 @@ class Batcher:
     "The queue of admitted requests and the thread that batches them through the model"
     def __init__(self, compute:Callable, # compute(seqs) -> one output per input, in order
                  limits:Limits, dynamic:bool=True, # dynamic micro-batching, or one request per batch
-                 metrics:Metrics|None=None):
-        self.compute, self.limits, self.dynamic, self.metrics = compute, limits, dynamic, metrics
+                 metrics:Metrics|None=None,
+                 incoming:Callable[[], int]|None=None, # how many requests are on their way to the queue (None: always wait)
+                ):
+        self.compute, self.limits, self.dynamic, self.metrics, self.incoming = compute, limits, dynamic, metrics, incoming
         self.queue, self.cv = collections.deque(), threading.Condition()
         self.queued_tokens, self.stopping, self.batches, self.thread = 0, False, 0, None
 
@@ -221,6 +223,7 @@ def loop(self:Batcher):
             if self.dynamic and lim.max_wait_ms > 0:
                 deadline = self.queue[0].queued + lim.max_wait_ms / 1e3
                 while (len(self.queue) < self.cap and self.queued_tokens < lim.max_batch_tokens and not self.stopping
+                       and (self.incoming is None or self.incoming() > 0)
                        and (left := deadline - time.perf_counter()) > 0): self.cv.wait(left)
             batch = self.take()
         if batch: self.run(batch)
@@ -292,7 +295,7 @@ class ServeState:
     def __init__(self, model_kw:dict, limits:Limits, dynamic:bool, api_key:str|None):
         self.model_kw, self.limits, self.dynamic, self.api_key = model_kw, limits, dynamic, api_key
         self.model:Model|None = None; self.batcher:Batcher|None = None
-        self.failed:str|None = None; self.inflight = 0; self.on_failure:Callable|None = None
+        self.failed:str|None = None; self.inflight = self.arriving = 0; self.on_failure:Callable|None = None
         self.metrics = Metrics(serve_toggles(model_kw.get('toggles')).max_length)
         self.tokenizer_pool = ThreadPoolExecutor(limits.tokenizer_threads, thread_name_prefix='gte-bench-tokenizer')
         self.name = model_kw.get('model') or adapter_class(model_kw.get('task', 'embed')).presets[0].name
@@ -301,7 +304,7 @@ class ServeState:
         "Load the model and start the batcher (on a thread); a failure is kept for /health and stops the service"
         try:
             self.model = Model(**self.model_kw, truncate=self.limits.truncate, max_forward_tokens=self.limits.max_forward_tokens)
-            self.batcher = Batcher(self.model.compute, self.limits, self.dynamic, self.metrics).start()
+            self.batcher = Batcher(self.model.compute, self.limits, self.dynamic, self.metrics, lambda: self.arriving).start()
         except Exception as e:
             self.failed = f"{type(e).__name__}: {e}"
             logging.getLogger('gte_bench.serve').error('loading %s failed: %s', self.name, self.failed)
@@ -339,8 +342,9 @@ def timing_headers(total_s:float, tok_s:float, queue_s:float, inf_s:float, token
 async def infer(state:ServeState, items:list, t0:float) -> tuple[list, int, dict]:
     "Tokenize `items` on the tokenizer thread, queue them, await their outputs: (outputs, tokens, timing headers)"
     loop, lim, m = asyncio.get_running_loop(), state.limits, state.metrics
-    t_tok = time.perf_counter()
-    seqs, n = await loop.run_in_executor(state.tokenizer_pool, state.model.prepare, items)
+    t_tok = time.perf_counter(); state.arriving += 1
+    try: seqs, n = await loop.run_in_executor(state.tokenizer_pool, state.model.prepare, items)
+    finally: state.arriving -= 1                           # on its way no more: queued next, or refused
     tok_s = time.perf_counter() - t_tok
     fut, timing = loop.create_future(), {}
     def deliver(out, queue_s, inf_s):                     # on the inference thread

@@ -956,7 +956,7 @@ def plot_serve(df:pd.DataFrame):
         for srv, h in g.groupby('server', sort=False):
             h = h.sort_values('clients')
             ax.plot(h.requests_per_s, h.p95_ms, marker='o', ms=4, color=colours[srv], label=srv)
-            for r in h.itertuples(): ax.annotate(str(r.clients), (r.requests_per_s, r.p95_ms), fontsize=6, xytext=(3, 3), textcoords='offset points')
+            for r in h.itertuples(): ax.annotate(f"{r.clients:g}", (r.requests_per_s, r.p95_ms), fontsize=6, xytext=(3, 3), textcoords='offset points')
         ax.axhline(slo, color='k', ls='--', lw=1, label=f'SLO P95 {slo:g} ms')
         ax.set(yscale='log', xlabel='throughput (requests/s, closed loop)', ylabel='P95 latency (ms)', title=' · '.join(key))
         plain_log_axis(ax, 'y'); ax.legend(fontsize=7)
@@ -969,7 +969,9 @@ SERVE_PROSE = ('Closed-loop HTTP clients (aiohttp, on the same machine) send one
                '`none` the same service with one forward per request, `infinity` infinity-emb on its torch engine. '
                'A step is 10 s after a warm-up; `server_cpu_cores` is what the server process used over it (the rest of '
                'the machine went to the client). Throughput at the SLO is the best step whose P95 stayed under it; with '
-               'closed-loop client counts as steps, it is a lower bound of what each server holds.')
+               'closed-loop client counts as steps, it is a lower bound of what each server holds. A step counts the requests that '
+               'started in its timed window and finished: one whose every request outlasted the window shows 0 requests/s '
+               'and no percentiles.')
 
 register_section('serve', [Prose(SERVE_PROSE), Figures([Plot('serve', plot_serve, lambda d: serve_steps(d).shape[0] > 0)]),
                            Table(serve_summary, 'Throughput at the SLO'), Table(serve_steps, 'Every step')],

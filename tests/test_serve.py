@@ -300,3 +300,23 @@ def test_toggles_apply_to_the_served_model(ckpt):
     ref = Runner(str(ckpt['embed']), 'quant=int8-dynamic+padding=bucket+batch_size=32+max_length=512')(TEXTS[:4])
     np.testing.assert_allclose(q, ref, atol=1e-4)
     assert np.abs(q - plain).max() > 1e-4                 # int8 did change the model
+
+
+def test_the_serving_benchmark_notebook_under_papermill(tmp_path):
+    "bench/serve.ipynb with a smaller preset: one record per server and step, the point's record with the ratio"
+    import papermill as pm
+    from gte_bench.records import load_results
+    from gte_bench.run import bench_notebook
+    from gte_bench.sweep import KERNEL_KW, kernel_env
+    kernel_env()
+    out_dir = tmp_path / 'records'
+    pm.execute_notebook(str(bench_notebook('serve')), str(tmp_path / 'run.ipynb'), kernel_name='python3', progress_bar=False,
+                        parameters=dict(model='gte-small-zh', concurrency='1,8', duration_s=1.0, warmup_s=0.3, out_dir=str(out_dir)),
+                        **KERNEL_KW)
+    df = load_results(out_dir)
+    steps = df[df['server'].notna()]
+    assert sorted(zip(steps.server, steps.clients)) == [('dynamic', 1), ('dynamic', 8), ('none', 1), ('none', 8)]
+    assert (steps.errors == 0).all() and (steps.requests_per_s > 0).all() and (steps.server_cpu_cores > 0).all()
+    point = df[df['server'].isna()].iloc[0]
+    assert point['dynamic_vs_none_max_clients'] > 0 and point['scenario'] == 'gte_bench.serve:serve_compare'
+    assert 'flags' in steps and 'other_cpu_cores' in steps      # each step says what else used the machine

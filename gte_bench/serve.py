@@ -22,9 +22,10 @@ from fastapi import FastAPI, Request, Response
 from fastcore.basics import patch
 from starlette.exceptions import HTTPException
 
-from .corpora import check_pairs, check_uie_items
-from .models import Adapter, adapter_class, model_source, run_batched
+from .corpora import check_pairs, check_uie_items, load_items
+from .models import Adapter, adapter_class, model_source, run_batched, save_checkpoint
 from .optim import Runner, Toggles
+from .scenarios import scenario
 
 # %% auto #0
 __all__ = ['SERVE_TOGGLES', 'ZERO_OK', 'ERROR_TYPES', 'DURATION_BUCKETS', 'LOOPBACK', 'PARENT_ENV', 'INFINITY_ENV', 'SERVERS',
@@ -667,10 +668,6 @@ def infinity_service(folder:str|Path, name:str, venv:str|Path='.venv-infinity') 
                     '--no-bettertransformer', '--host', '127.0.0.1', '--port', '{port}', '--log-level', 'warning'], env=INFINITY_ENV)
 
 # %% ../nbs/api/80_serve.ipynb #fb7425f8
-from .corpora import load_items
-from .models import save_checkpoint
-from .scenarios import scenario
-
 SERVERS = dict(dynamic=('/v1/embeddings', dict(batching='dynamic')), none=('/v1/embeddings', dict(batching='none')),
                infinity=('/embeddings', None))
 "The servers `serve_compare` knows: route, and gte-bench serve's settings (None: infinity)"

@@ -102,6 +102,8 @@ def main(argv:list[str]|None=None) -> int:
     args = command_parser(name).parse_args(argv[1:])
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _stopped) if main_thread else None     # SIGTERM stops a command as Ctrl-C does
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler) if main_thread else None   # Ctrl-C stops it even when a
+                                                                                  # shell started it in the background (SIGINT comes ignored)
     try: return COMMANDS[name](**vars(args)) or 0
     except KeyboardInterrupt as e:
         print(f"gte-bench {name}: {one_line(e) if str(e) else 'interrupted'}", file=sys.stderr); return 130
@@ -110,6 +112,7 @@ def main(argv:list[str]|None=None) -> int:
         print(f'gte-bench {name}: {one_line(e)}', file=sys.stderr); return 2
     finally:
         if old is not None: signal.signal(signal.SIGTERM, old)
+        if old_int is not None: signal.signal(signal.SIGINT, old_int)
 
 # %% ../nbs/api/70_cli.ipynb #4124a229
 @command('env')
@@ -238,12 +241,13 @@ def serve_command(model:str=None, # preset name or alias, checkpoint folder, Mod
                   timeout_s:float=60.0, # per request; unanswered by then 503
                   tokenizer_threads:int=1, # threads tokenizing requests as they arrive
                   max_forward_tokens:int=0, # padded tokens per forward pass; 0: 1024 on a CPU, 16384 on a GPU
+                  wait_always:bool=False, # wait out max_wait_ms even with no other request on its way (a fixed batching window)
                   log_level:str='warning', # uvicorn's: debug, info, warning, error
                  ):
     "Serve a model over HTTP with dynamic micro-batching, backpressure and Prometheus metrics"
     from gte_bench.serve import Limits, serve
     limits = Limits(max_batch_tokens, max_batch_requests, max_wait_ms, max_concurrent, max_queue_tokens, max_inputs,
-                    max_body_bytes, timeout_s, truncate, tokenizer_threads, max_forward_tokens)
+                    max_body_bytes, timeout_s, truncate, tokenizer_threads, max_forward_tokens, wait_always)
     serve(model, task, toggles, batching, host, port, device, seed, limits, api_key or os.environ.get('GTE_BENCH_API_KEY'), log_level)
 
 # %% ../nbs/api/70_cli.ipynb #933367ea

@@ -63,6 +63,7 @@ class Limits:
     truncate:bool=False # a text over max_length tokens: truncated (True) or refused with 413 (False, TEI's default)
     tokenizer_threads:int=1 # threads that tokenize requests as they arrive
     max_forward_tokens:int=0 # padded tokens in one forward pass of a batch; 0: 1024 on a CPU, 16384 on a GPU
+    wait_always:bool=False # the head waits out max_wait_ms even with nothing on its way (a fixed batching window, as Triton's max queue delay)
 
     def __post_init__(self):
         for f in fields(self):
@@ -224,7 +225,7 @@ def loop(self:Batcher):
             if self.dynamic and lim.max_wait_ms > 0:
                 deadline = self.queue[0].queued + lim.max_wait_ms / 1e3
                 while (len(self.queue) < self.cap and self.queued_tokens < lim.max_batch_tokens and not self.stopping
-                       and (self.incoming is None or self.incoming() > 0)
+                       and (self.incoming is None or lim.wait_always or self.incoming() > 0)
                        and (left := deadline - time.perf_counter()) > 0): self.cv.wait(left)
             batch = self.take()
         if batch: self.run(batch)
@@ -550,7 +551,7 @@ def serve_command(port:int, host:str='127.0.0.1', **settings) -> list[str]:
     limits = settings.pop('limits', None) or Limits()
     args = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if v is not None]
     args += [f"--{f.name.replace('_', '-')}={getattr(limits, f.name)}" for f in fields(limits) if f.type != 'bool' and getattr(limits, f.name) != f.default]
-    if limits.truncate: args.append('--truncate')
+    args += [f"--{f.name.replace('_', '-')}" for f in fields(limits) if f.type == 'bool' and getattr(limits, f.name)]
     return [sys.executable, '-c', 'from gte_bench.cli import main; main()', 'serve', f'--host={host}', f'--port={port}', *args]
 
 class Service:

@@ -217,7 +217,7 @@ def test_overload_at_twice_capacity_gets_fast_429s_and_bounded_memory(ckpt):
 
 def test_sigterm_drains_the_queue(ckpt):
     "SIGTERM while requests wait in the queue: every one is answered, the process exits 0, nothing new is taken"
-    s = Service(model=str(ckpt['embed']), limits=Limits(max_wait_ms=3000, max_batch_requests=256)).start()
+    s = Service(model=str(ckpt['embed']), limits=Limits(max_wait_ms=3000, max_batch_requests=256, wait_always=True)).start()
     try:
         with ThreadPoolExecutor(24) as pool:
             futs = [pool.submit(httpx.post, s.url + '/v1/embeddings', json=dict(input=TEXTS[i % 8]), timeout=60) for i in range(24)]
@@ -273,7 +273,7 @@ def test_a_service_does_not_outlive_the_process_that_started_it(ckpt):
 
 
 def test_a_request_past_its_timeout_gets_503_and_is_not_computed(ckpt):
-    with Service(model=str(ckpt['embed']), limits=Limits(timeout_s=1, max_wait_ms=4000, max_batch_requests=8)) as s:
+    with Service(model=str(ckpt['embed']), limits=Limits(timeout_s=1, max_wait_ms=4000, max_batch_requests=8, wait_always=True)) as s:
         t0 = time.perf_counter()
         r = httpx.post(s.url + '/v1/embeddings', json=dict(input='你好'), timeout=30)
         waited = time.perf_counter() - t0

@@ -42,7 +42,12 @@ def get(port, path, token=None, method='GET'):
 
 def kernel_processes(server:psutil.Process) -> list:
     "The kernel processes the server started"
-    return [p for p in server.children(recursive=True) if 'ipykernel_launcher' in ' '.join(p.cmdline())]
+    out = []
+    for p in server.children(recursive=True):
+        try:
+            if 'ipykernel_launcher' in ' '.join(p.cmdline()): out.append(p)
+        except psutil.Error: pass                  # ended, or a zombie not yet reaped, between listing and reading
+    return out
 
 
 def test_lab_serves_with_token(tmp_path):

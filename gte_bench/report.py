@@ -36,7 +36,7 @@ __all__ = ['FIG_DPI', 'PCTS', 'HEAD_COLUMNS', 'POINT_KEYS', 'FLAG_NAMES', 'REPEA
            'ablation_keys', 'ablation_table', 'best_variants', 'plot_ablation', 'ablation_prose', 'load_table',
            'plot_load', 'config_columns', 'scenario_table', 'shared_config', 'Context', 'Prose', 'Table', 'Plot',
            'Figures', 'Bullets', 'Section', 'register_section', 'sections', 'render_section', 'growth_prose',
-           'length_fit_table', 'serve_steps', 'serve_summary', 'plot_serve', 'unclaimed', 'failed_runs',
+           'length_fit_table', 'serve_slo', 'serve_steps', 'serve_summary', 'plot_serve', 'unclaimed', 'failed_runs',
            'ScenarioTables', 'headline', 'write_report']
 
 # %% ../nbs/api/60_report.ipynb #0c2d9e57
@@ -920,6 +920,11 @@ is_serve = by_scenario('serve', 'gte_bench.serve:serve_compare')
 SERVE_STEP_COLUMNS = ['model', 'corpus', 'server', 'clients', 'requests_per_s', 'p50_ms', 'p95_ms', 'p99_ms', 'errors',
                       'server_cpu_cores', 'server_rss_peak_mb']
 
+def serve_slo(df:pd.DataFrame) -> float:
+    "The P95 bound (ms) the serving records were measured against (150 when they do not say)"
+    s = df.loc[is_serve(df), 'slo_ms'].dropna() if 'slo_ms' in df else pd.Series(dtype=float)
+    return float(s.iloc[0]) if len(s) else 150.0
+
 def serve_steps(df:pd.DataFrame) -> pd.DataFrame:
     "One row per server and client count of the serving benchmark, flags marked"
     s = with_flags(df[is_serve(df) & df.get('server', pd.Series(index=df.index, dtype=object)).notna()])
@@ -928,7 +933,7 @@ def serve_steps(df:pd.DataFrame) -> pd.DataFrame:
 def serve_summary(df:pd.DataFrame) -> pd.DataFrame:
     "Per model and corpus: each server's requests/s at the SLO and at the most clients (with its P95), and the ratios"
     steps, rows = serve_steps(df), []
-    slo = float(df.loc[is_serve(df), 'slo_ms'].dropna().iloc[0]) if 'slo_ms' in df and is_serve(df).any() else 150.0
+    slo = serve_slo(df)
     for (m, c), g in steps.groupby(['model', 'corpus']):
         row, top = dict(model=m, corpus=c), int(g.clients.max())
         for srv, h in g.groupby('server', sort=False):
@@ -950,7 +955,7 @@ def plot_serve(df:pd.DataFrame):
     panels = list(steps.groupby(['model', 'corpus']).groups) or [('', '')]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     colours = level_colours(sorted(steps.server.unique()), 'tab10') if len(steps) else {}
-    slo = float(df.loc[is_serve(df), 'slo_ms'].dropna().iloc[0]) if 'slo_ms' in df and is_serve(df).any() else 150.0
+    slo = serve_slo(df)
     for ax, key in zip(axes[0], panels):
         g = steps[(steps.model == key[0]) & (steps.corpus == key[1])]
         for srv, h in g.groupby('server', sort=False):

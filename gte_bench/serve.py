@@ -261,8 +261,7 @@ class Model:
     "A toggled model as the service runs it: tokenization and batch compute, each on its own thread"
     def __init__(self, model:str|None=None, task:str='embed', toggles:Toggles|str|None=None, device:str='cpu', seed:int=0,
                  truncate:bool=False, max_forward_tokens:int=0):
-        self.toggles = serve_toggles(toggles)
-        self.runner = Runner(model, self.toggles, device, seed, task)
+        self.runner = Runner(model, serve_toggles(toggles), device, seed, task)
         self.adapter, self.task, self.truncate = self.runner.adapter, task, truncate
         self.toggles = self.runner.toggles                # what was applied, after the plan's skips
         self.max_length = self.toggles.max_length

@@ -17,7 +17,7 @@ from .env import capture_env, project_root
 # %% auto #0
 __all__ = ['COMMANDS', 'RENAMED', 'DATA_KINDS', 'notebook_markdown', 'write_readme', 'command', 'command_parser', 'one_line',
            'main', 'env_command', 'sweep_command', 'run_report', 'report_command', 'floats', 'make_data',
-           'data_command', 'max_batch_command', 'serve_command', 'readme_command']
+           'data_command', 'max_batch_command', 'serve_command', 'load_command', 'readme_command']
 
 # %% ../nbs/api/70_cli.ipynb #07e844cf
 def notebook_markdown(nb_path:str|Path) -> str:
@@ -249,6 +249,52 @@ def serve_command(model:str=None, # preset name or alias, checkpoint folder, Mod
     limits = Limits(max_batch_tokens, max_batch_requests, max_wait_ms, max_concurrent, max_queue_tokens, max_inputs,
                     max_body_bytes, timeout_s, truncate, tokenizer_threads, max_forward_tokens, wait_always)
     serve(model, task, toggles, batching, host, port, device, seed, limits, api_key or os.environ.get('GTE_BENCH_API_KEY'), log_level)
+
+# %% ../nbs/api/70_cli.ipynb #9f9b56c8
+@command('load')
+def load_command(url:str=None, # the service, e.g. http://127.0.0.1:8000 (default: start gte-bench serve on --model)
+                 model:str='bge-small-zh-v1.5', # what gte-bench serve serves when there is no --url (a preset is saved as a checkpoint)
+                 concurrency:str=None, # closed loop: client counts, e.g. 1,4,16,64 (the default)
+                 rate:str=None, # open loop: requests per second, e.g. 10,50,200
+                 flow:str='steps', # steps | ramp (to the knee) | search (the SLO's capacity) | soak
+                 api:str='openai', # request kinds, weighted: openai, openai-base64, tei, infinity, similarity, template; e.g. openai:0.7,similarity:0.3
+                 duration_s:float=10.0, # per step (soak: the whole soak)
+                 warmup_s:float=2.0,
+                 slo_ms:float=150.0, percentile:float=95.0,
+                 corpus:str='addresses', # texts to send: addresses, texts, handwritten, or a .jsonl/.parquet file
+                 lengths:str='', # length classes, weighted: short (<=50 chars), medium, long (>200); e.g. short:0.6,long:0.4
+                 inputs:int=1, # texts per request
+                 bad_share:float=0.0, # share of malformed requests, each expecting its status class
+                 reference:str='auto', # expected vectors: auto (the model served here), a checkpoint folder or preset, toy, none
+                 arrival:str='poisson', # open loop: poisson | constant | gamma (bursty)
+                 processes:int=1, # load-generator processes
+                 connections:int=0, # cap on open connections (0: none)
+                 timeout_s:float=30.0, # per request
+                 searches:int=3, # search: how many, for the median and range
+                 max_level:float=256, # search: the highest level probed
+                 window_s:float=60.0, # soak: SLO compliance per window
+                 template:str='', # the template kind's JSON body, with "{text}" or "{texts}"
+                 template_path:str='/', template_vectors:str='', # its route, and the dotted path to vectors in its reply
+                 pid:int=0, # the service's PID on this machine: its CPU and memory are watched
+                 batching:str='dynamic', # gte-bench serve's, when it is started here
+                 seed:int=0,
+                 out:str='results/load', # records folder: a record per step, and the run's
+                 tag:str=None, # keeps this run's records apart from an earlier run's with the same settings (default: now)
+                ) -> int:
+    "Load a service at a URL and say how much it holds under the SLO, its replies checked"
+    from gte_bench.run import run_scenario
+    if concurrency and rate: raise ValueError('give --concurrency (closed loop) or --rate (open loop), not both')
+    params = dict(url=url or '', model=model, mode='open' if rate else 'closed', levels=rate or concurrency or '1,4,16,64',
+                  flow=flow, api=api, duration_s=duration_s, warmup_s=warmup_s, slo_ms=slo_ms, percentile=percentile,
+                  corpus=corpus, lengths=lengths, inputs=inputs, bad_share=bad_share, reference=reference, arrival=arrival,
+                  processes=processes, connections=connections, timeout_s=timeout_s, searches=searches, max_level=max_level,
+                  window_s=window_s, template=template, template_path=template_path, template_vectors=template_vectors,
+                  pid=pid, batching=batching, seed=seed, tag=tag or time.strftime('%Y%m%dT%H%M%S'))
+    rec = run_scenario('gte_bench.loadtest:service_load', params, out)
+    if rec['status'] != 'ok': print(f"gte-bench load: {rec['error']}", file=sys.stderr); return 1
+    keys = [k for k in ('knee', 'capacity', 'capacity_min', 'capacity_max', 'slo_compliance', 'server_leak_verdict', 'rps_at_slo',
+                        'fid_checked', 'fid_violations', 'invalid_steps') if k in rec and rec[k] is not None]
+    print(' '.join(f'{k}={rec[k]:g}' if isinstance(rec[k], float) else f'{k}={rec[k]}' for k in keys) + f'  -> {out}')
 
 # %% ../nbs/api/70_cli.ipynb #933367ea
 @command('readme')

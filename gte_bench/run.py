@@ -53,7 +53,7 @@ class BenchRun:
         self.device, self.threads, self.rate_hz = str(p['device']), int(p['threads'] or 0), float(p['telemetry_rate_hz'] or 0)
         self.soak_min_s, self.soak_warmup_s = float(p['soak_min_s']), float(p['soak_warmup_s'])
         self.kept, self.written, self.point, self.sampler, self.env, self.current_phase = {}, [], None, None, None, None
-        self._snaps, self._proc, self.load_avg_before = [], psutil.Process(), None
+        self._snaps, self._proc, self.load_avg_before, self.adopted = [], psutil.Process(), None, []
 
     def __enter__(self) -> BenchRun:
         self._threads = torch.get_num_threads()
@@ -82,12 +82,20 @@ class BenchRun:
         self._snaps.append((name, time.perf_counter(), psutil.cpu_times(), self.own_cpu_s()))
 
     def own_cpu_s(self) -> float:
-        "CPU seconds of this process and its children, ended or running (a service the run started is its own work)"
+        "CPU seconds of this process and its children, ended or running (a service the run started is its own work), and of adopted processes"
         c, live = self._proc.cpu_times(), 0.0
-        for p in self._proc.children(recursive=True):
+        procs = self._proc.children(recursive=True)
+        for a in self.adopted:
+            try: procs += [a, *a.children(recursive=True)]
+            except psutil.Error: pass
+        for p in procs:
             try: t = p.cpu_times(); live += t.user + t.system
             except psutil.Error: pass                     # ended between listing and reading: counted once reaped
         return c.user + c.system + c.children_user + c.children_system + live
+
+    def adopt(self, pid:int):
+        "Count process `pid` (and its children) as this run's own work from the next phase on: a local service under test that the run did not start"
+        self.adopted.append(psutil.Process(pid))
 
     def keep(self, **metrics):
         "Metrics measured so far: the point's record carries them, an error record too"

@@ -17,7 +17,7 @@ export MPLBACKEND := Agg
 # `HF_HUB_OFFLINE=0 make bench SWEEP=...` lets a sweep of real hub ids download them.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest pytest compat floor clean-runs infinity serve-bench
+.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest pytest compat floor clean-runs infinity serve-bench locust load-bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -106,3 +106,19 @@ infinity: $(INFINITY)/.installed
 
 serve-bench: $(STAMP) $(INFINITY)/.installed
 	$(MAKE) bench SWEEP=sweeps/serve-cpu.yaml OUT=results/serve-cpu
+
+# locust in a venv of its own, for the load generator's side-by-side checks (`make load-bench`).
+LOCUST := .venv-locust
+LOCUST_SPEC ?= locust==2.47.0
+$(LOCUST)/.installed:
+	@test -x $(LOCUST)/bin/python || $(PYTHON) -m venv $(LOCUST)
+	$(LOCUST)/bin/python -m pip install -q --upgrade pip
+	$(LOCUST)/bin/python -m pip install -q '$(LOCUST_SPEC)'
+	@touch $@
+
+locust: $(LOCUST)/.installed
+
+# The load generator against locust (ceiling and stall), then the SLO search of gte-bench serve.
+load-bench: $(STAMP) $(LOCUST)/.installed
+	$(MAKE) bench SWEEP=sweeps/load-generator.yaml OUT=results/load-generator
+	$(MAKE) bench SWEEP=sweeps/service-load-cpu.yaml OUT=results/service-load-cpu

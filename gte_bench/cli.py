@@ -284,13 +284,13 @@ def load_command(url:str=None, # the service, e.g. http://127.0.0.1:8000 (defaul
     "Load a service at a URL and say how much it holds under the SLO, its replies checked"
     from gte_bench.run import run_scenario
     if concurrency and rate: raise ValueError('give --concurrency (closed loop) or --rate (open loop), not both')
-    params = dict(url=url or '', model=model, mode='open' if rate else 'closed', levels=rate or concurrency or '1,4,16,64',
+    params = dict(scenario=(spec := 'gte_bench.loadtest:service_load'), url=url or '', model=model, mode='open' if rate else 'closed', levels=rate or concurrency or '1,4,16,64',
                   flow=flow, api=api, duration_s=duration_s, warmup_s=warmup_s, slo_ms=slo_ms, percentile=percentile,
                   corpus=corpus, lengths=lengths, inputs=inputs, bad_share=bad_share, reference=reference, arrival=arrival,
                   processes=processes, connections=connections, timeout_s=timeout_s, searches=searches, max_level=max_level,
                   window_s=window_s, template=template, template_path=template_path, template_vectors=template_vectors,
                   pid=pid, batching=batching, seed=seed, tag=tag or time.strftime('%Y%m%dT%H%M%S'))
-    rec = run_scenario('gte_bench.loadtest:service_load', params, out)
+    rec = run_scenario(spec, params, out)
     if rec['status'] != 'ok': print(f"gte-bench load: {rec['error']}", file=sys.stderr); return 1
     keys = [k for k in ('knee', 'capacity', 'capacity_min', 'capacity_max', 'slo_compliance', 'server_leak_verdict', 'rps_at_slo',
                         'fid_checked', 'fid_violations', 'invalid_steps') if k in rec and rec[k] is not None]

@@ -7,6 +7,7 @@ Docs: https://gte-bench.github.io/gte_bench/api/loadtest.html.md"""
 # %% ../nbs/api/81_loadtest.ipynb #c6dd2a25
 from __future__ import annotations
 import asyncio, base64, collections, dataclasses, math, os, random, re, statistics, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,11 +19,12 @@ from hdrh.histogram import HdrHistogram
 from .stats import max_claimable_pct
 
 # %% auto #0
-__all__ = ['ARRIVALS', 'APIS', 'LENGTHS', 'STAGE_HEADERS', 'FLOWS', 'order_ranks', 'Hist', 'arrivals', 'Reply', 'Api',
+__all__ = ['ARRIVALS', 'APIS', 'LENGTHS', 'STAGE_HEADERS', 'FLOWS', 'RAW', 'order_ranks', 'Hist', 'arrivals', 'Reply', 'Api',
            'template_api', 'Req', 'bad_bodies', 'weights', 'workload', 'toy_vectors', 'toy_tokens', 'toy_app',
-           'toy_main', 'toy_service', 'status_class', 'Step', 'drive', 'Reference', 'check_reply', 'fidelity', 'scrape',
-           'ServerWatch', 'Target', 'measure', 'summarize', 'held', 'step', 'knee', 'ramp', 'search', 'repeated_search',
-           'soak', 'step_line', 'service_load']
+           'toy_main', 'toy_service', 'status_class', 'Step', 'run_async', 'drive', 'Reference', 'check_reply',
+           'fidelity', 'scrape', 'ServerWatch', 'Target', 'measure', 'summarize', 'held', 'step', 'knee', 'ramp',
+           'search', 'repeated_search', 'soak', 'step_line', 'service_load', 'trivial_main', 'pinned',
+           'trivial_service', 'affinity', 'locust_run', 'generator_compare']
 
 # %% ../nbs/api/81_loadtest.ipynb #0d7a5ef4
 def _binom_cdf(k:int, n:int, q:float) -> float:
@@ -238,10 +240,12 @@ def toy_app(delay_ms:float=0.0, # every request takes this long (asyncio.sleep: 
             jitter_ms:float=0.0, # plus a uniform random share of this
             stall_every_s:float=0.0, stall_s:float=0.0, # the whole service pauses `stall_s` once every `stall_every_s`
             corrupt_every:int=0, # every n-th reply carries one wrong vector
+            bad_status:int=400, # the status of a malformed request (500 plays a service that fails on bad input)
             dim:int=64, seed:int=0):
-    "An aiohttp service with known latencies, stalls and corruption: /v1/embeddings (float, base64), /embed, /health, /metrics"
+    "An aiohttp service with known latencies, stalls and corruption: /v1/embeddings (float, base64), /embed, Gradio-style /api/predict, /health, /metrics"
     from aiohttp import web
     rng, count, t_start = np.random.default_rng(seed), [0], time.monotonic()
+    bad = web.HTTPInternalServerError if bad_status >= 500 else web.HTTPBadRequest
 
     async def pause():
         d = delay_ms + (rng.random() * jitter_ms if jitter_ms else 0.0)
@@ -254,12 +258,12 @@ def toy_app(delay_ms:float=0.0, # every request takes this long (asyncio.sleep: 
         t = d.get(key) if isinstance(d, dict) else None
         t = [t] if isinstance(t, str) else t
         if not isinstance(t, list) or not t or not all(isinstance(x, str) and x.strip() for x in t):
-            raise web.HTTPBadRequest(text=f'{key!r} must be a non-empty string or list of them')
+            raise bad(text=f'{key!r} must be a non-empty string or list of them')
         return t
 
     async def read(req, key):
         try: d = orjson.loads(await req.read())
-        except orjson.JSONDecodeError: raise web.HTTPBadRequest(text='the body is not JSON')
+        except orjson.JSONDecodeError: raise bad(text='the body is not JSON')
         t = texts_of(d, key); await pause(); count[0] += 1
         v = toy_vectors(t, dim)
         if corrupt_every and count[0] % corrupt_every == 0: v[-1] = -v[-1]
@@ -277,13 +281,16 @@ def toy_app(delay_ms:float=0.0, # every request takes this long (asyncio.sleep: 
     async def embed(req):
         d, t, v = await read(req, 'inputs'); return web.Response(body=orjson.dumps(v.tolist()), content_type='application/json')
 
+    async def predict(req):                      # Gradio's REST shape: {"data": [text]} -> {"data": [vector]}
+        d, t, v = await read(req, 'data'); return web.Response(body=orjson.dumps(dict(data=[v[0].tolist()], duration=0.0)), content_type='application/json')
+
     async def health(req): return web.Response(text='ok')
     async def metrics(req):
         import psutil
         return web.Response(text=f'process_resident_memory_bytes {psutil.Process().memory_info().rss}\n'
                                  f'process_cpu_seconds_total {sum(psutil.Process().cpu_times()[:2])}\n')
     app = web.Application()
-    app.add_routes([web.post('/v1/embeddings', embeddings), web.post('/embeddings', embeddings), web.post('/embed', embed),
+    app.add_routes([web.post('/v1/embeddings', embeddings), web.post('/embeddings', embeddings), web.post('/embed', embed), web.post('/api/predict', predict),
                     web.get('/health', health), web.get('/metrics', metrics)])
     return app
 
@@ -294,7 +301,7 @@ def toy_main(argv:list[str]|None=None):
     p = argparse.ArgumentParser()
     p.add_argument('--port', type=int, required=True); p.add_argument('--host', default='127.0.0.1')
     for k in ('delay_ms', 'jitter_ms', 'stall_every_s', 'stall_s'): p.add_argument(f"--{k.replace('_', '-')}", type=float, default=0.0)
-    for k, d in (('corrupt_every', 0), ('dim', 64), ('seed', 0)): p.add_argument(f"--{k.replace('_', '-')}", type=int, default=d)
+    for k, d in (('corrupt_every', 0), ('bad_status', 400), ('dim', 64), ('seed', 0)): p.add_argument(f"--{k.replace('_', '-')}", type=int, default=d)
     a = vars(p.parse_args(argv)); host, port = a.pop('host'), a.pop('port')
     try: import uvloop; uvloop.install()
     except ImportError: pass
@@ -332,14 +339,15 @@ class Step:
     first_send:float=math.inf
     last_send:float=-math.inf
     window_s:float=0.0
-    gen_cpu_s:float=0.0
+    gen_cpu_s:float=0.0 # the generator's CPU seconds, warm-up included
+    gen_wall_s:float=0.0 # and its wall-clock seconds
     windows:dict=field(default_factory=dict) # soak: window start (s) -> [Hist, errors]
 
     def merge(self, o:Step) -> Step:
         for k in ('lat', 'service', 'lag'): getattr(self, k).merge(getattr(o, k))
         for k in ('status', 'kinds', 'stages'): getattr(self, k).update(getattr(o, k))
         for k in ('scheduled', 'sent', 'dropped', 'tokens', 'token_replies', 'gen_cpu_s'): setattr(self, k, getattr(self, k) + getattr(o, k))
-        self.samples += o.samples; self.window_s = max(self.window_s, o.window_s)
+        self.samples += o.samples; self.window_s, self.gen_wall_s = max(self.window_s, o.window_s), max(self.gen_wall_s, o.gen_wall_s)
         self.first_send, self.last_send = min(self.first_send, o.first_send), max(self.last_send, o.last_send)
         for w, (h, e) in o.windows.items():
             if w in self.windows: self.windows[w][0].merge(h); self.windows[w][1] += e
@@ -356,10 +364,17 @@ class Step:
         d['windows'] = {w: [Hist(h), e] for w, (h, e) in d['windows'].items()}
         self.__dict__.update(d)
 
+def run_async(coro):
+    "Run a coroutine to its end on uvloop (an asyncio loop is ~40% slower per request): here, or on a thread of its own where an event loop already runs (a notebook)"
+    import uvloop
+    try: asyncio.get_running_loop()
+    except RuntimeError: return uvloop.run(coro)
+    with ThreadPoolExecutor(1) as ex: return ex.submit(uvloop.run, coro).result()
+
 async def _post(session, url:str, body:bytes) -> tuple:
     import aiohttp
     try:
-        async with session.post(url, data=body, headers={'content-type': 'application/json'}) as r:
+        async with session.post(url, data=body) as r:
             return r.status, await r.read(), r.headers
     except asyncio.TimeoutError: return 'timeout', None, None
     except aiohttp.ClientConnectionError: return 'conn_error', None, None
@@ -383,7 +398,7 @@ async def drive(base:str, # the service's address, e.g. http://127.0.0.1:8000
     import aiohttp
     if bool(clients) == bool(rate): raise ValueError("give either clients (closed loop) or rate (open loop)")
     st, n, loop_t = Step(window_s=duration_s), len(reqs), time.perf_counter
-    seen, cpu0, pick = [0], time.process_time(), random.Random(seed)
+    seen, cpu0, wall0, pick = [0], time.process_time(), loop_t(), random.Random(seed)
     conn = aiohttp.TCPConnector(limit=connections, limit_per_host=0, force_close=False)
 
     def done(i:int, r:Req, t_int:float, t_send:float, t_done:float, res:tuple):
@@ -411,7 +426,9 @@ async def drive(base:str, # the service's address, e.g. http://127.0.0.1:8000
             if len(st.samples) < check_sample: st.samples.append((i, body))
             elif (j := pick.randrange(seen[0])) < check_sample: st.samples[j] = (i, body)
 
-    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout_s), cookie_jar=aiohttp.DummyCookieJar(),
+                                     headers={'content-type': 'application/json'}, auto_decompress=False,
+                                     skip_auto_headers=('User-Agent', 'Accept-Encoding')) as s:
         t0 = loop_t() + (max(0.01, start_at - time.time()) if start_at else 0.01); t0m = t0 + warmup_s; t_end = t0m + duration_s
         if clients:
             async def client(k:int):
@@ -438,7 +455,7 @@ async def drive(base:str, # the service's address, e.g. http://127.0.0.1:8000
                 task = asyncio.create_task(fire(offset + j, t_int, t_int >= t0m))
                 inflight.add(task); task.add_done_callback(inflight.discard)
             if inflight: await asyncio.wait(set(inflight))
-    st.gen_cpu_s = time.process_time() - cpu0
+    st.gen_cpu_s, st.gen_wall_s = time.process_time() - cpu0, loop_t() - wall0
     st.first_send -= t0m; st.last_send -= t0m
     return st
 
@@ -574,19 +591,17 @@ class Target:
 
 def _drive_sync(kw:dict) -> Step:
     "drive() in a process of its own, on uvloop: its requests come as tuples, which any process can unpickle"
-    import uvloop
-    return uvloop.run(drive(**{**kw, 'reqs': [Req(*r) for r in kw['reqs']]}))
+    return run_async(drive(**{**kw, 'reqs': [Req(*r) for r in kw['reqs']]}))
 
 def measure(t:Target, clients:int=0, rate:float=0.0, duration_s:float=10.0, warmup_s:float=2.0,
             processes:int=1, # load generators (processes) sharing the load; their histograms merge
             **kw, # drive's: timeout_s, connections, arrival, seed, check_every, window_s, ...
            ) -> tuple[Step, dict]:
     "One step of load on `t`, with the service watched: the merged Step, and the watch's columns"
-    from gte_bench.serve import run_sync
     base = dict(base=t.url, reqs=t.reqs, duration_s=duration_s, warmup_s=warmup_s, **kw)
     metrics = t.url + t.metrics_path if t.metrics_path else None
     with ServerWatch(t.pid, metrics) as w:
-        if processes <= 1: st = run_sync(drive(**base, clients=clients, rate=rate))
+        if processes <= 1: st = run_async(drive(**base, clients=clients, rate=rate))
         else:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
@@ -624,7 +639,7 @@ def summarize(st:Step, t:Target, clients:int=0, rate:float=0.0, processes:int=1)
         m.update(bad_sent=sum(bad.values()), bad_wrong=sum(wrong.values()),
                  bad_verdict='ok' if not wrong else 'failed: ' + ', '.join(f'{k[0][4:]} got {k[1]} x{v}' for k, v in sorted(wrong.items())))
     if (n := st.stages['n']): m.update({f"server_{h[2:].replace('-time', '').replace('-', '_')}_ms": st.stages[h] / n for h in STAGE_HEADERS})
-    m['gen_cpu_cores'] = st.gen_cpu_s / (d * max(1, processes))
+    m['gen_cpu_cores'] = st.gen_cpu_s / (st.gen_wall_s * max(1, processes))
     why = []
     if rate:
         if st.lag.n and (lag := st.lag.pct(99)) > 0.05 * t.slo_ms: why.append(f'dispatch lag p99 {lag:.1f} ms > 5% of the SLO')
@@ -675,7 +690,7 @@ def search(probe:Callable[[float], dict], # measures one level: its record, with
            integer:bool=True, # levels are client counts (True) or rates
            start:float=1, # the first level probed
            max_level:float=1024, # no level above this is probed
-           rel_precision:float=0.05, # rates: bisection stops when the bracket is this narrow, relative to its top
+           rel_precision:float=0.05, # bisection stops when the bracket is this narrow, relative to its top (and one client wide at least)
           ) -> tuple[list, float]:
     "The highest level that holds the SLO: doubling from `start` until it breaks, then bisection. The probes, and the level"
     out, lo, hi, l = [], 0.0, math.inf, float(start)
@@ -685,7 +700,7 @@ def search(probe:Callable[[float], dict], # measures one level: its record, with
         lo, l = l, l * 2
     while hi < math.inf:
         mid = math.floor((lo + hi) / 2) if integer else (lo + hi) / 2
-        if mid <= lo or hi - lo <= (1 if integer else rel_precision * hi) or (not lo and mid < start / 16): break
+        if mid <= lo or hi - lo <= max(1 if integer else 0, rel_precision * hi) or (not lo and mid < start / 16): break
         out.append(m := probe(mid))
         if m['held']: lo = mid
         else: hi = mid
@@ -754,7 +769,7 @@ def service_load(run, # the run context
                  reference:str='auto', # expected vectors: 'auto' (the model served here), a checkpoint folder or preset, 'toy', or 'none'
                  check_sample:int=1000, # replies per step checked against the reference (a uniform sample)
                  arrival:str='poisson', connections:int=0, processes:int=1,
-                 searches:int=3, max_level:float=256, # search
+                 searches:int=3, max_level:float=256, precision:float=0.05, # search: how many, the highest level, the bracket it ends on (relative)
                  window_s:float=60.0, # soak: SLO compliance per window
                  pid:int=0, # the service's PID, when it runs on this machine: its CPU and memory are watched, and its CPU is not contention
                  seed:int=0,
@@ -796,7 +811,7 @@ def service_load(run, # the run context
             run.phase(f'step-{n_step[0]}'); return record(step(t, level, mode, **kw))
         if flow == 'steps': steps = [probe(l) for l in lv]; out = dict(knee=knee(lv, [m['held'] for m in steps]))
         elif flow == 'ramp': steps, out = ramp(probe, lv)
-        elif flow == 'search': steps, out = repeated_search(probe, searches, integer=mode == 'closed', start=lv[0], max_level=max_level)
+        elif flow == 'search': steps, out = repeated_search(probe, searches, integer=mode == 'closed', start=lv[0], max_level=max_level, rel_precision=precision)
         else:
             run.phase('step-0'); kw = {k: v for k, v in kw.items() if k not in ('duration_s', 'warmup_s')}
             steps, out = soak(t, lv[0], mode, duration_s, window_s, warmup_s, on_record=record, **kw)
@@ -807,3 +822,108 @@ def service_load(run, # the run context
     return dict(out, steps=len(steps), rps_at_slo=best['throughput_rps'] if best else 0.0,
                 fid_violations=sum(m.get('fid_violations') or 0 for m in steps), fid_checked=sum(m['fid_checked'] for m in steps),
                 invalid_steps=sum(not m['valid'] for m in steps), service_url=url)
+
+# %% ../nbs/api/81_loadtest.ipynb #77d2534d
+def trivial_main(argv:list[str]|None=None):
+    "The cheapest HTTP service: every request answered 200 `{}` by httptools on uvloop (the generator's ceiling test)"
+    import argparse, httptools, uvloop
+    p = argparse.ArgumentParser(); p.add_argument('--port', type=int, required=True); p.add_argument('--host', default='127.0.0.1')
+    a, reply = p.parse_args(argv), b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}'
+    class Conn(asyncio.Protocol):
+        def connection_made(self, tr): self.tr, self.parser = tr, httptools.HttpRequestParser(self)
+        def data_received(self, data):
+            try: self.parser.feed_data(data)
+            except httptools.HttpParserError: self.tr.close()
+        def on_message_complete(self): self.tr.write(reply)
+    async def main():
+        srv = await asyncio.get_running_loop().create_server(Conn, a.host, a.port)
+        await srv.serve_forever()
+    uvloop.run(main())
+
+def pinned(cmd:list[str], cpus:Sequence[int]|None) -> list[str]:
+    "`cmd` confined to CPUs `cpus` by taskset (as it is without cpus, or where taskset is missing)"
+    import shutil
+    return ['taskset', '-c', ','.join(map(str, cpus)), *cmd] if cpus and shutil.which('taskset') else list(cmd)
+
+def trivial_service(cpus:Sequence[int]|None=None) -> 'Service':
+    "trivial_main in a child process on `cpus`, as a `Service`"
+    from gte_bench.serve import Service
+    return Service(pinned([sys.executable, '-c', 'from gte_bench.loadtest import trivial_main; trivial_main()', '--port={port}'], cpus), start_timeout_s=60)
+
+RAW = template_api('{"x": "{text}"}', '/')
+"A bare POST of one text: the request of the ceiling test (bench/locustfile.py's GTE_API=raw)"
+
+# %% ../nbs/api/81_loadtest.ipynb #f33c82a4
+class affinity:
+    "Confine this process to CPUs `cpus` inside a `with` block (nothing where the platform cannot)"
+    def __init__(self, cpus:Sequence[int]|None): self.cpus = set(cpus) if cpus else None
+    def __enter__(self):
+        self.old = os.sched_getaffinity(0) if self.cpus and hasattr(os, 'sched_setaffinity') else None
+        if self.old is not None: os.sched_setaffinity(0, self.cpus)
+        return self
+    def __exit__(self, *exc):
+        if self.old is not None: os.sched_setaffinity(0, self.old)
+
+def locust_run(url:str, users:int, seconds:float, venv:str|Path='.venv-locust', cpus:Sequence[int]|None=None,
+               env:dict|None=None, # GTE_API, GTE_PATH, GTE_CORPUS, ... of bench/locustfile.py
+              ) -> dict:
+    "locust's FastHttpUser (bench/locustfile.py), headless, all users at once, against `url`: its own figures, and its CPU"
+    import resource, subprocess, tempfile
+    import pandas as pd
+    from gte_bench.env import project_root
+    exe = Path(venv) / 'bin' / 'locust'
+    if not exe.exists(): raise FileNotFoundError(f"no locust at {exe}: run `make locust` to build its venv")
+    out = Path(tempfile.mkdtemp(prefix='gte_bench_locust_'))
+    cmd = pinned([str(exe), '-f', str(project_root() / 'bench' / 'locustfile.py'), '--headless', '-u', str(users), '-r', str(users),
+                  '-t', f'{seconds:g}s', '--host', url, '--csv', str(out / 'run'), '--only-summary', '--loglevel', 'WARNING'], cpus)
+    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    p = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=seconds + 120)
+    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    stats = out / 'run_stats.csv'
+    if not stats.exists(): raise RuntimeError(f"locust wrote no statistics (exit {p.returncode}): {p.stderr[-1500:]}")
+    row = pd.read_csv(stats).set_index('Name').loc['Aggregated']
+    return dict(throughput_rps=float(row['Requests/s']), n=int(row['Request Count']), n_failed=int(row['Failure Count']),
+                p50_ms=float(row['50%']), p90_ms=float(row['90%']), p95_ms=float(row['95%']), p99_ms=float(row['99%']),
+                max_ms=float(row['Max Response Time']),
+                gen_cpu_cores=(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / wall)
+
+# %% ../nbs/api/81_loadtest.ipynb #762d399f
+def generator_compare(run, # the run context
+                      tests:str='ceiling,stall', # which checks
+                      seconds:float=10.0, # each ceiling step (after 1 s of warm-up; locust's run, its spawn included)
+                      clients:int=64, # closed loop: our clients, locust's users
+                      rate:float=5000.0, # open loop: our requests per second at the ceiling
+                      connections:int=64, # our open loop's connection cap at the ceiling
+                      stall_every_s:float=5.0, stall_s:float=1.0, # the toy service's stall
+                      stall_seconds:float=30.0, # each stall step
+                      stall_rate:float=50.0, # our open-loop rate against the stalling service
+                      locust_venv:str='.venv-locust',
+                     ) -> dict:
+    "gte-bench load's ceiling on a trivial endpoint and its view of a stalling service, beside locust's FastHttpUser"
+    from gte_bench.corpora import load_texts
+    n = os.cpu_count() or 1
+    gen, srv = ([0], [n - 1]) if n > 1 else (None, None)
+    keys = ('throughput_rps', 'n', 'p50_ms', 'p90_ms', 'p95_ms', 'p99_ms', 'max_ms', 'gen_cpu_cores')
+    out = {}
+    def rec(test, name, m):
+        run.record({k: m.get(k) for k in keys} | {'valid': m.get('valid'), 'invalid_reason': m.get('invalid_reason'),
+                   'lag_p99_ms': m.get('lag_p99_ms'), 'errors': m.get('n_failed', m.get('sent', 0) - m.get('n_2xx', 0))},
+                   phase=f'{test}-{name}', items=m.get('n'), test=test, generator=name)
+        for k in ('throughput_rps', 'p99_ms'): out[f"{test}_{name.replace(' ', '_')}_{k}"] = m.get(k)
+        print(f"{test:>8} {name:<22} {m['throughput_rps']:9.1f} req/s  p50 {m['p50_ms']:8.1f}  p99 {m['p99_ms']:8.1f} ms  "
+              f"generator {m['gen_cpu_cores']:.2f} cores", flush=True)
+    if 'ceiling' in tests:
+        with trivial_service(srv) as svc:
+            t = Target(svc.url, {'template': RAW}, workload(['x'], {'template': RAW}, n=1), metrics_path=None)
+            with affinity(gen):
+                run.phase('ceiling-gte-bench closed'); rec('ceiling', 'gte-bench closed', step(t, clients, duration_s=seconds, warmup_s=1.0))
+                run.phase('ceiling-gte-bench open'); rec('ceiling', 'gte-bench open', step(t, rate, 'open', duration_s=seconds, warmup_s=1.0, connections=connections))
+            run.phase('ceiling-locust'); rec('ceiling', 'locust', locust_run(svc.url, clients, seconds, locust_venv, gen, {'GTE_API': 'raw', 'GTE_PATH': '/'}))
+    if 'stall' in tests:
+        with toy_service(delay_ms=5, stall_every_s=stall_every_s, stall_s=stall_s) as svc:
+            reqs = workload(load_texts('addresses'), APIS, 'openai', n=256, tokens=toy_tokens)
+            t = Target(svc.url, APIS, reqs, Reference.toy(), svc.pid)
+            run.phase('stall-gte-bench closed'); rec('stall', 'gte-bench closed', step(t, 1, duration_s=stall_seconds, warmup_s=1.0))
+            run.phase('stall-gte-bench open'); rec('stall', 'gte-bench open', step(t, stall_rate, 'open', duration_s=stall_seconds, warmup_s=1.0))
+            run.phase('stall-locust'); rec('stall', 'locust', locust_run(svc.url, 1, stall_seconds, locust_venv, None, {'GTE_API': 'openai'}))
+    return out

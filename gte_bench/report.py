@@ -6,7 +6,7 @@ Docs: https://gte-bench.github.io/gte_bench/api/report.html.md"""
 
 # %% ../nbs/api/60_report.ipynb #77f8d16f
 from __future__ import annotations
-import math
+import json, math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -27,16 +27,18 @@ __all__ = ['FIG_DPI', 'PCTS', 'HEAD_COLUMNS', 'POINT_KEYS', 'FLAG_NAMES', 'REPEA
            'LINEAR_LOO_SLACK', 'LOO_NEGLIGIBLE', 'SUMMARY_COLUMNS', 'REPEAT_COLUMNS', 'SOAK_COLUMNS', 'FIDELITY',
            'FID_COLUMNS', 'ABLATION_COLUMNS', 'ABLATION_INTRO', 'LOAD_COLUMNS', 'LOAD_SETUP', 'MAIN_METRICS',
            'SECTIONS', 'RUNS_NOTE', 'LOAD_PROSE', 'GROWTH_RULE', 'SOAK_PROSE', 'is_serve', 'SERVE_STEP_COLUMNS',
-           'SERVE_PROSE', 'by_scenario', 'is_latency', 'is_ablation', 'is_load', 'is_soak', 'save_figure', 'ok_runs',
-           'point_columns', 'flag_set', 'run_flags', 'with_flags', 'flag_columns', 'points', 'clean_points', 'flag_why',
-           'runs_prose', 'shaped_runs', 'log_ticks', 'plain_log_axis', 'contrast_on_white', 'visible', 'level_colours',
+           'SERVE_PROSE', 'is_service_load', 'is_generator', 'LOAD_TARGET', 'LOAD_STEP_COLUMNS', 'GENERATOR_PROSE',
+           'by_scenario', 'is_latency', 'is_ablation', 'is_load', 'is_soak', 'save_figure', 'ok_runs', 'point_columns',
+           'flag_set', 'run_flags', 'with_flags', 'flag_columns', 'points', 'clean_points', 'flag_why', 'runs_prose',
+           'shaped_runs', 'log_ticks', 'plain_log_axis', 'contrast_on_white', 'visible', 'level_colours',
            'plot_latency_vs_batch', 'plot_latency_vs_length', 'plot_throughput', 'has_stages', 'plot_breakdown',
            'growth_fit', 'growth_table', 'length_fits', 'fit_label', 'plot_length_fit', 'truncation_note',
            'summary_table', 'failures_table', 'environment_lines', 'soak_table', 'Fidelity', 'ablation_families',
            'ablation_keys', 'ablation_table', 'best_variants', 'plot_ablation', 'ablation_prose', 'load_table',
            'plot_load', 'config_columns', 'scenario_table', 'shared_config', 'Context', 'Prose', 'Table', 'Plot',
            'Figures', 'Bullets', 'Section', 'register_section', 'sections', 'render_section', 'growth_prose',
-           'length_fit_table', 'serve_slo', 'serve_steps', 'serve_summary', 'plot_serve', 'unclaimed', 'failed_runs',
+           'length_fit_table', 'serve_slo', 'serve_steps', 'serve_summary', 'plot_serve', 'load_target', 'load_steps',
+           'load_summary', 'load_outcomes', 'has_soak', 'plot_soak', 'generator_table', 'unclaimed', 'failed_runs',
            'ScenarioTables', 'headline', 'write_report']
 
 # %% ../nbs/api/60_report.ipynb #0c2d9e57
@@ -981,6 +983,131 @@ SERVE_PROSE = ('Closed-loop HTTP clients (aiohttp, on the same machine) send one
 register_section('serve', [Prose(SERVE_PROSE), Figures([Plot('serve', plot_serve, lambda d: serve_steps(d).shape[0] > 0)]),
                            Table(serve_summary, 'Throughput at the SLO'), Table(serve_steps, 'Every step')],
                  select=is_serve, title='Serving over HTTP', order=35, noun='serving')
+
+# %% ../nbs/api/60_report.ipynb #37614fa0
+is_service_load = by_scenario('service_load', 'gte_bench.loadtest:service_load')
+is_generator = by_scenario('generator_compare', 'gte_bench.loadtest:generator_compare')
+LOAD_TARGET = ['url', 'model', 'batching', 'toggles', 'api', 'corpus', 'lengths', 'inputs', 'mode']
+"What tells one service and traffic from another in the load records"
+LOAD_STEP_COLUMNS = ['target', 'flow', 'level', 'offered_rps', 'achieved_rps', 'throughput_rps', 'p50_ms', 'p95_ms', 'p95_ci_lo_ms',
+                     'p95_ci_hi_ms', 'p99_ms', 'max_claimable_pct', 'error_rate', 'fid_checked', 'fid_violations',
+                     'server_cpu_cores', 'server_rss_mb', 'gen_cpu_cores', 'valid', 'held']
+
+def load_target(df:pd.DataFrame) -> pd.Series:
+    "A short label of each record's service and traffic: what it served (or its URL), batching, corpus, request kinds, loop"
+    def label(r):
+        what = r.get('model') if not r.get('url') else r.get('url')
+        parts = [what, r.get('batching') if not r.get('url') else None, r.get('toggles') or None, r.get('corpus'),
+                 r.get('lengths') or None, r.get('api'), f"{int(r['inputs'])} inputs" if r.get('inputs', 1) not in (1, None) else None,
+                 r.get('mode')]
+        return ' · '.join(str(p) for p in parts if p is not None and p == p)
+    return pd.Series([label(r) for r in df.to_dict('records')], index=df.index, dtype=object)
+
+def load_steps(df:pd.DataFrame) -> pd.DataFrame:
+    "One row per measured step of `service_load`, with its target label and level (clients or requests/s)"
+    s = df[is_service_load(df) & (df['step'].notna() if 'step' in df else False)].copy()
+    if s.empty: return pd.DataFrame(columns=LOAD_STEP_COLUMNS)
+    s['target'] = load_target(s)
+    s['level'] = s['clients'].where(s['clients'].notna(), s['rate']) if 'rate' in s else s['clients']
+    s = with_flags(s)
+    return s[[c for c in LOAD_STEP_COLUMNS if c in s] + flag_columns(s)].sort_values(['target', 'flow', 'level']).reset_index(drop=True)
+
+def load_summary(df:pd.DataFrame) -> pd.DataFrame:
+    "Per run of `service_load`: its flow and what it found (knee, capacity with its range, compliance, leak verdict), and its checks"
+    p = df[is_service_load(df) & (df['step'].isna() if 'step' in df else True) & (df.status == 'ok')].copy()
+    if p.empty: return pd.DataFrame()
+    p['target'] = load_target(p)
+    cols = ['target', 'flow', 'slo_ms', 'percentile', 'knee', 'capacity', 'capacity_min', 'capacity_max', 'rps_at_slo',
+            'slo_compliance', 'server_leak_verdict', 'server_leak_slope_mb_per_min', 'fid_checked', 'fid_violations', 'invalid_steps']
+    return p[[c for c in cols if c in p and p[c].notna().any()]].sort_values(['target', 'flow']).reset_index(drop=True)
+
+def load_outcomes(df:pd.DataFrame) -> pd.DataFrame:
+    "Steps that had any request not answered 2xx: the outcomes by status"
+    s = df[is_service_load(df) & (df['step'].notna() if 'step' in df else False)].copy()
+    cols = ['n_2xx', 'n_4xx', 'n_429', 'n_5xx', 'n_timeout', 'n_conn_error', 'n_other', 'bad_sent', 'bad_verdict']
+    if s.empty: return pd.DataFrame()
+    s['target'] = load_target(s); s['level'] = s['clients'].where(s['clients'].notna(), s.get('rate'))
+    bad = s[[c for c in cols[1:7] if c in s]].fillna(0).sum(axis=1) > 0
+    if 'bad_sent' in s: bad |= s['bad_sent'].fillna(0) > 0
+    return s.loc[bad, ['target', 'level', *[c for c in cols if c in s]]].sort_values(['target', 'level']).reset_index(drop=True)
+
+def plot_load(df:pd.DataFrame):
+    "P95 (with its 95% interval) and throughput against the load, one line per target, the SLO and each knee marked"
+    steps, pts = load_steps(df), load_summary(df)
+    steps = steps[steps.flags.fillna('') == ''] if 'flags' in steps else steps
+    modes = [m for m in ('closed', 'open') if (steps.target.str.endswith(m)).any()] or ['closed']
+    fig, axes = plt.subplots(2, len(modes), figsize=(5.2 * len(modes), 6.4), squeeze=False)
+    colours = level_colours(sorted(steps.target.unique()), 'tab10') if len(steps) else {}
+    slo = float(df.loc[is_service_load(df), 'slo_ms'].dropna().iloc[0]) if is_service_load(df).any() else 150.0
+    for j, mode in enumerate(modes):
+        top, bot = axes[0][j], axes[1][j]
+        for tgt, g in steps[steps.target.str.endswith(mode)].groupby('target'):
+            g = g.groupby('level', as_index=False).median(numeric_only=True).sort_values('level')
+            c = colours[tgt]
+            top.errorbar(g.level, g.p95_ms, yerr=[(g.p95_ms - g.p95_ci_lo_ms).clip(lower=0), (g.p95_ci_hi_ms - g.p95_ms).clip(lower=0)],
+                         marker='o', ms=3, color=c, label=tgt, capsize=2)
+            bot.plot(g.level, g.throughput_rps, marker='o', ms=3, color=c, label=tgt)
+            k = pts.loc[pts.target == tgt, 'knee'] if 'knee' in pts else pd.Series(dtype=float)
+            for kv in k.dropna():
+                hit = g[g.level == kv]
+                if len(hit): top.plot(kv, hit.p95_ms.iloc[0], marker='*', ms=12, color=c, mec='k', ls='none')
+        top.axhline(slo, color='k', ls='--', lw=1, label=f'SLO {slo:g} ms')
+        unit = 'concurrent clients' if mode == 'closed' else 'offered load (requests/s)'
+        top.set(xscale='log', yscale='log', ylabel='P95 latency (ms)', title=f'{mode} loop (★ knee)')
+        bot.set(xscale='log', xlabel=unit, ylabel='throughput (requests/s)')
+        if mode == 'open': bot.plot(sorted(steps.level), sorted(steps.level), color='grey', lw=0.8, ls=':', label='offered')
+        for ax in (top, bot): plain_log_axis(ax, 'x')
+        plain_log_axis(top, 'y'); top.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+def has_soak(df:pd.DataFrame) -> bool:
+    "Some run of `service_load` was a soak with its windows recorded"
+    return 'soak_windows' in df and df.loc[is_service_load(df), 'soak_windows'].notna().any()
+
+def plot_soak(df:pd.DataFrame):
+    "A soak's P95 per window against the SLO, and the service's memory over it"
+    p = df[is_service_load(df) & df['soak_windows'].notna()]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for r in p.to_dict('records'):
+        w = pd.DataFrame(json.loads(r['soak_windows']))
+        lab = load_target(pd.DataFrame([r])).iloc[0]
+        a1.plot(w.window_s / 60, w.p95_ms, marker='.', label=lab)
+        if r.get('memory_timeline'):
+            m = np.array(json.loads(r['memory_timeline']))
+            if len(m): a2.plot(m[:, 0] / 60, m[:, 1], label=f"{lab}: {r.get('server_leak_verdict')}")
+        a1.axhline(r['slo_ms'], color='k', ls='--', lw=1)
+    a1.set(xlabel='minutes', ylabel='P95 per window (ms)', title='Latency over the soak'); a1.legend(fontsize=6)
+    a2.set(xlabel='minutes', ylabel='service RSS (MB)', title='Memory over the soak'); a2.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+def generator_table(df:pd.DataFrame) -> pd.DataFrame:
+    "The load generator's checks beside locust: requests/s, latency and the generator's own CPU, per test"
+    g = df[is_generator(df) & df.get('generator', pd.Series(index=df.index, dtype=object)).notna()]
+    cols = ['test', 'generator', 'throughput_rps', 'p50_ms', 'p90_ms', 'p99_ms', 'max_ms', 'lag_p99_ms', 'gen_cpu_cores', 'errors', 'valid']
+    return g[[c for c in cols if c in g]].sort_values(['test', 'generator']).reset_index(drop=True)
+
+LOAD_PROSE = ('Load from `gte-bench load` over HTTP. A closed-loop step counts the requests that finished in its window; an '
+              'open-loop step sends on a seeded schedule and counts each latency from when the request was due, so a stall '
+              'is charged to every request that waited for it. Intervals are distribution-free 95% intervals from the HDR '
+              'histograms. A step *holds* the SLO when its percentile is under the bound, at most 1% of its requests '
+              'failed, the generator kept its schedule (dispatch lag p99 within 5% of the SLO, 99% of the rate achieved, '
+              'under 0.9 of a core per process) and no sampled reply differed from the reference vectors. The knee is the '
+              'last level held before the first that was not; a search\'s capacity is the median over its repeats, with '
+              'their range.')
+GENERATOR_PROSE = ('The load generator against the cheapest endpoint (its ceiling, one core each) and against a service that '
+                   'stalls 1 s every 5 s, beside locust\'s FastHttpUser on the same endpoint in the same run. A closed loop '
+                   '(ours with one client, locust with one user) sends nothing while the service stalls, so its p99 misses '
+                   'the stall; the open loop counts from each request\'s due time and shows it.')
+
+register_section('service_load', [Prose(LOAD_PROSE), Figures([Plot('load_p95', plot_load, lambda d: load_steps(d).shape[0] > 0),
+                                                              Plot('soak', plot_soak, has_soak)]),
+                                  Table(load_summary, 'What each run found'), Table(load_outcomes, 'Requests not answered 2xx'),
+                                  Table(load_steps, 'Every step')],
+                 select=is_service_load, title='Load on a service', order=36, noun='service load')
+register_section('generator', [Prose(GENERATOR_PROSE), Table(generator_table)], select=is_generator,
+                 title='The load generator beside locust', order=37, noun='generator check')
 
 # %% ../nbs/api/60_report.ipynb #8f3b6a2e
 def unclaimed(df:pd.DataFrame) -> pd.Series:

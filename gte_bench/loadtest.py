@@ -892,7 +892,7 @@ def generator_compare(run, # the run context
                       tests:str='ceiling,stall', # which checks
                       seconds:float=10.0, # each ceiling step (after 1 s of warm-up; locust's run, its spawn included)
                       clients:int=64, # closed loop: our clients, locust's users
-                      rate:float=5000.0, # open loop: our requests per second at the ceiling
+                      rate:float=1000.0, # open loop: where the search for the highest rate our generator keeps starts
                       connections:int=64, # our open loop's connection cap at the ceiling
                       stall_every_s:float=5.0, stall_s:float=1.0, # the toy service's stall
                       stall_seconds:float=30.0, # each stall step
@@ -917,7 +917,15 @@ def generator_compare(run, # the run context
             t = Target(svc.url, {'template': RAW}, workload(['x'], {'template': RAW}, n=1), metrics_path=None)
             with affinity(gen):
                 run.phase('ceiling-gte-bench closed'); rec('ceiling', 'gte-bench closed', step(t, clients, duration_s=seconds, warmup_s=1.0))
-                run.phase('ceiling-gte-bench open'); rec('ceiling', 'gte-bench open', step(t, rate, 'open', duration_s=seconds, warmup_s=1.0, connections=connections))
+                def kept(r:float) -> dict:    # the schedule kept: lag and rate within bounds, nothing dropped (its CPU may be all of a core)
+                    run.phase(f'ceiling-open-{r:g}'); m = step(t, r, 'open', duration_s=seconds / 2, warmup_s=1.0, connections=connections)
+                    m['held'] = bool(m['lag_p99_ms'] <= 0.05 * t.slo_ms and m['achieved_rps'] >= 0.99 * m['offered_rps'] and not m['dropped'])
+                    run.record({k: m.get(k) for k in (*keys, 'lag_p99_ms', 'achieved_rps', 'offered_rps', 'held')}, phase=f'ceiling-open-{r:g}',
+                               items=m.get('n'), test='ceiling-open-search', generator='gte-bench open', rate=r)
+                    return m
+                probes, top = search(kept, integer=False, start=rate, max_level=64 * rate, rel_precision=0.1)
+                best = next(m for m in probes if m['rate'] == top) if top else probes[0]
+                rec('ceiling', 'gte-bench open', best); out['ceiling_open_max_rate'] = top
             run.phase('ceiling-locust'); rec('ceiling', 'locust', locust_run(svc.url, clients, seconds, locust_venv, gen, {'GTE_API': 'raw', 'GTE_PATH': '/'}))
     if 'stall' in tests:
         with toy_service(delay_ms=5, stall_every_s=stall_every_s, stall_s=stall_s) as svc:

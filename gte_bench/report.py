@@ -27,19 +27,19 @@ __all__ = ['FIG_DPI', 'PCTS', 'HEAD_COLUMNS', 'POINT_KEYS', 'FLAG_NAMES', 'REPEA
            'LINEAR_LOO_SLACK', 'LOO_NEGLIGIBLE', 'SUMMARY_COLUMNS', 'REPEAT_COLUMNS', 'SOAK_COLUMNS', 'FIDELITY',
            'FID_COLUMNS', 'ABLATION_COLUMNS', 'ABLATION_INTRO', 'LOAD_COLUMNS', 'LOAD_SETUP', 'MAIN_METRICS',
            'SECTIONS', 'RUNS_NOTE', 'LOAD_PROSE', 'GROWTH_RULE', 'SOAK_PROSE', 'is_serve', 'SERVE_STEP_COLUMNS',
-           'SERVE_PROSE', 'is_service_load', 'is_generator', 'LOAD_TARGET', 'LOAD_STEP_COLUMNS', 'GENERATOR_PROSE',
-           'by_scenario', 'is_latency', 'is_ablation', 'is_load', 'is_soak', 'save_figure', 'ok_runs', 'point_columns',
-           'flag_set', 'run_flags', 'with_flags', 'flag_columns', 'points', 'clean_points', 'flag_why', 'runs_prose',
-           'shaped_runs', 'log_ticks', 'plain_log_axis', 'contrast_on_white', 'visible', 'level_colours',
-           'plot_latency_vs_batch', 'plot_latency_vs_length', 'plot_throughput', 'has_stages', 'plot_breakdown',
-           'growth_fit', 'growth_table', 'length_fits', 'fit_label', 'plot_length_fit', 'truncation_note',
-           'summary_table', 'failures_table', 'environment_lines', 'soak_table', 'Fidelity', 'ablation_families',
-           'ablation_keys', 'ablation_table', 'best_variants', 'plot_ablation', 'ablation_prose', 'load_table',
-           'plot_load', 'config_columns', 'scenario_table', 'shared_config', 'Context', 'Prose', 'Table', 'Plot',
-           'Figures', 'Bullets', 'Section', 'register_section', 'sections', 'render_section', 'growth_prose',
+           'SERVE_PROSE', 'is_service_load', 'is_generator', 'LOAD_TARGET', 'LOAD_STEP_COLUMNS', 'SERVICE_LOAD_PROSE',
+           'GENERATOR_PROSE', 'by_scenario', 'is_latency', 'is_ablation', 'is_load', 'is_soak', 'save_figure',
+           'ok_runs', 'point_columns', 'flag_set', 'run_flags', 'with_flags', 'flag_columns', 'points', 'clean_points',
+           'flag_why', 'runs_prose', 'shaped_runs', 'log_ticks', 'plain_log_axis', 'contrast_on_white', 'visible',
+           'level_colours', 'plot_latency_vs_batch', 'plot_latency_vs_length', 'plot_throughput', 'has_stages',
+           'plot_breakdown', 'growth_fit', 'growth_table', 'length_fits', 'fit_label', 'plot_length_fit',
+           'truncation_note', 'summary_table', 'failures_table', 'environment_lines', 'soak_table', 'Fidelity',
+           'ablation_families', 'ablation_keys', 'ablation_table', 'best_variants', 'plot_ablation', 'ablation_prose',
+           'load_table', 'plot_load', 'config_columns', 'scenario_table', 'shared_config', 'Context', 'Prose', 'Table',
+           'Plot', 'Figures', 'Bullets', 'Section', 'register_section', 'sections', 'render_section', 'growth_prose',
            'length_fit_table', 'serve_slo', 'serve_steps', 'serve_summary', 'plot_serve', 'load_target', 'load_steps',
-           'load_summary', 'load_outcomes', 'has_soak', 'plot_soak', 'generator_table', 'unclaimed', 'failed_runs',
-           'ScenarioTables', 'headline', 'write_report']
+           'load_summary', 'load_outcomes', 'plot_service_load', 'has_soak', 'plot_soak', 'generator_table',
+           'unclaimed', 'failed_runs', 'ScenarioTables', 'headline', 'write_report']
 
 # %% ../nbs/api/60_report.ipynb #0c2d9e57
 def by_scenario(*names:str, # the scenarios selected
@@ -1031,7 +1031,7 @@ def load_outcomes(df:pd.DataFrame) -> pd.DataFrame:
     if 'bad_sent' in s: bad |= s['bad_sent'].fillna(0) > 0
     return s.loc[bad, ['target', 'level', *[c for c in cols if c in s]]].sort_values(['target', 'level']).reset_index(drop=True)
 
-def plot_load(df:pd.DataFrame):
+def plot_service_load(df:pd.DataFrame):
     "P95 (with its 95% interval) and throughput against the load, one line per target, the SLO and each knee marked"
     steps, pts = load_steps(df), load_summary(df)
     steps = steps[steps.flags.fillna('') == ''] if 'flags' in steps else steps
@@ -1083,12 +1083,18 @@ def plot_soak(df:pd.DataFrame):
     return fig
 
 def generator_table(df:pd.DataFrame) -> pd.DataFrame:
-    "The load generator's checks beside locust: requests/s, latency and the generator's own CPU, per test"
+    "The load generator's checks beside locust, per test and generator: medians over repeated runs, with the range of requests/s"
     g = df[is_generator(df) & df.get('generator', pd.Series(index=df.index, dtype=object)).notna()]
-    cols = ['test', 'generator', 'throughput_rps', 'p50_ms', 'p90_ms', 'p99_ms', 'max_ms', 'lag_p99_ms', 'gen_cpu_cores', 'errors', 'valid']
-    return g[[c for c in cols if c in g]].sort_values(['test', 'generator']).reset_index(drop=True)
+    g = g[g.test.isin(['ceiling', 'stall'])] if 'test' in g else g
+    cols = ['throughput_rps', 'p50_ms', 'p90_ms', 'p99_ms', 'max_ms', 'lag_p99_ms', 'gen_cpu_cores', 'errors']
+    if g.empty: return pd.DataFrame()
+    agg = g.groupby(['test', 'generator'])[[c for c in cols if c in g]].median()
+    r = g.groupby(['test', 'generator']).throughput_rps
+    agg.insert(1, 'rps_range', [f'{lo:,.0f} to {hi:,.0f}' for lo, hi in zip(r.min(), r.max())])
+    agg.insert(0, 'runs', r.size())
+    return agg.reset_index()
 
-LOAD_PROSE = ('Load from `gte-bench load` over HTTP. A closed-loop step counts the requests that finished in its window; an '
+SERVICE_LOAD_PROSE = ('Load from `gte-bench load` over HTTP. A closed-loop step counts the requests that finished in its window; an '
               'open-loop step sends on a seeded schedule and counts each latency from when the request was due, so a stall '
               'is charged to every request that waited for it. Intervals are distribution-free 95% intervals from the HDR '
               'histograms. A step *holds* the SLO when its percentile is under the bound, at most 1% of its requests '
@@ -1096,12 +1102,13 @@ LOAD_PROSE = ('Load from `gte-bench load` over HTTP. A closed-loop step counts t
               'under 0.9 of a core per process) and no sampled reply differed from the reference vectors. The knee is the '
               'last level held before the first that was not; a search\'s capacity is the median over its repeats, with '
               'their range.')
-GENERATOR_PROSE = ('The load generator against the cheapest endpoint (its ceiling, one core each) and against a service that '
+GENERATOR_PROSE = ('The load generator against the cheapest endpoint (its ceiling, one core each; for the open loop, the highest '
+                   'rate whose schedule it kept) and against a service that '
                    'stalls 1 s every 5 s, beside locust\'s FastHttpUser on the same endpoint in the same run. A closed loop '
                    '(ours with one client, locust with one user) sends nothing while the service stalls, so its p99 misses '
-                   'the stall; the open loop counts from each request\'s due time and shows it.')
+                   'the stall; the open loop counts from each request\'s due time and shows it. Medians over the runs, with the range.')
 
-register_section('service_load', [Prose(LOAD_PROSE), Figures([Plot('load_p95', plot_load, lambda d: load_steps(d).shape[0] > 0),
+register_section('service_load', [Prose(SERVICE_LOAD_PROSE), Figures([Plot('load_p95', plot_service_load, lambda d: load_steps(d).shape[0] > 0),
                                                               Plot('soak', plot_soak, has_soak)]),
                                   Table(load_summary, 'What each run found'), Table(load_outcomes, 'Requests not answered 2xx'),
                                   Table(load_steps, 'Every step')],

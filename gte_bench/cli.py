@@ -259,6 +259,7 @@ def load_command(url:str=None, # the service, e.g. http://127.0.0.1:8000 (defaul
                  flow:str='steps', # steps | ramp (to the knee) | search (the SLO's capacity) | soak
                  api:str='openai', # request kinds, weighted: openai, openai-base64, tei, infinity, similarity, template; e.g. openai:0.7,similarity:0.3
                  duration_s:float=10.0, # per step (soak: the whole soak)
+                 requests:int=0, # or per step this many measured requests (closed loop: at most duration_s)
                  warmup_s:float=2.0,
                  slo_ms:float=150.0, percentile:float=95.0,
                  corpus:str='addresses', # texts to send: addresses, texts, handwritten, or a .jsonl/.parquet file
@@ -285,7 +286,7 @@ def load_command(url:str=None, # the service, e.g. http://127.0.0.1:8000 (defaul
     from gte_bench.run import run_scenario
     if concurrency and rate: raise ValueError('give --concurrency (closed loop) or --rate (open loop), not both')
     params = dict(scenario=(spec := 'gte_bench.loadtest:service_load'), url=url or '', model=model, mode='open' if rate else 'closed', levels=rate or concurrency or '1,4,16,64',
-                  flow=flow, api=api, duration_s=duration_s, warmup_s=warmup_s, slo_ms=slo_ms, percentile=percentile,
+                  flow=flow, api=api, duration_s=duration_s, requests=requests, warmup_s=warmup_s, slo_ms=slo_ms, percentile=percentile,
                   corpus=corpus, lengths=lengths, inputs=inputs, bad_share=bad_share, reference=reference, arrival=arrival,
                   processes=processes, connections=connections, timeout_s=timeout_s, searches=searches, max_level=max_level,
                   window_s=window_s, template=template, template_path=template_path, template_vectors=template_vectors,

@@ -8,6 +8,7 @@ Docs: https://gte-bench.github.io/gte_bench/api/loadtest.html.md"""
 from __future__ import annotations
 import asyncio, base64, collections, dataclasses, math, os, random, re, statistics, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -385,6 +386,7 @@ async def drive(base:str, # the service's address, e.g. http://127.0.0.1:8000
                 clients:int=0, # closed loop: this many clients, each sending its next request when the last is answered
                 rate:float=0.0, # open loop: requests per second on the schedule of `arrival`
                 duration_s:float=10.0, warmup_s:float=2.0, # measured window, after a warm-up
+                requests:int=0, # or a measured request count: the window ends with it (closed loop: or at duration_s, whichever comes first)
                 timeout_s:float=30.0, # per request
                 connections:int=0, # cap on open connections (0: none)
                 arrival:str='poisson', seed:int=0,
@@ -432,16 +434,24 @@ async def drive(base:str, # the service's address, e.g. http://127.0.0.1:8000
         t0 = loop_t() + (max(0.01, start_at - time.time()) if start_at else 0.01); t0m = t0 + warmup_s; t_end = t0m + duration_s
         if clients:
             async def client(k:int):
+                nonlocal t_end
                 i = offset + k
                 while (t := loop_t()) < t_end:
                     r = reqs[i % n]
                     res = await _post(s, base + r.path, r.body)
                     t_done = loop_t()
-                    if t0m <= t_done <= t_end: done(i % n, r, t, t, t_done, res)
+                    if t0m <= t_done <= t_end:
+                        done(i % n, r, t, t, t_done, res)
+                        if requests and st.sent >= requests: t_end = t_done    # the count is reached: the window ends here
                     i += clients
             await asyncio.gather(*(client(k) for k in range(clients)))
+            st.window_s = t_end - t0m
         else:
+            if requests: duration_s = requests / rate * 2 + 1.0                # long enough to hold the count, then cut to it
             sched = t0 + arrivals(rate, warmup_s + duration_s, arrival, seed)
+            if requests:
+                w = np.flatnonzero(sched >= t0m)[:requests]
+                if len(w): sched = sched[:w[-1] + 1]; st.window_s = max(1 / rate, sched[-1] - t0m)
             st.scheduled = int((sched >= t0m).sum())
             inflight = set()
             async def fire(i:int, t_int:float, measured:bool):
@@ -634,10 +644,10 @@ def summarize(st:Step, t:Target, clients:int=0, rate:float=0.0, processes:int=1)
              n_conn_error=by['conn_error'], n_other=st.sent - sum(by[k] for k in ('2xx', '4xx', 429, '5xx', 'timeout', 'conn_error')),
              dropped=st.dropped, error_rate=failed / n_good if n_good else math.nan, statuses=str(dict(st.status)))
     bad = {k: v for k, v in st.kinds.items() if k[0].startswith('bad:')}
-    if bad:
+    if bad or any(r.kind.startswith('bad:') for r in t.reqs):         # malformed requests in the workload: always the columns
         wrong = {k: v for k, v in bad.items() if k[1] not in next(r.expect for r in t.reqs if r.kind == k[0])}
         m.update(bad_sent=sum(bad.values()), bad_wrong=sum(wrong.values()),
-                 bad_verdict='ok' if not wrong else 'failed: ' + ', '.join(f'{k[0][4:]} got {k[1]} x{v}' for k, v in sorted(wrong.items())))
+                 bad_verdict=('none sent' if not bad else 'ok') if not wrong else 'failed: ' + ', '.join(f'{k[0][4:]} got {k[1]} x{v}' for k, v in sorted(wrong.items())))
     if (n := st.stages['n']): m.update({f"server_{h[2:].replace('-time', '').replace('-', '_')}_ms": st.stages[h] / n for h in STAGE_HEADERS})
     m['gen_cpu_cores'] = st.gen_cpu_s / (st.gen_wall_s * max(1, processes))
     why = []
@@ -706,12 +716,12 @@ def search(probe:Callable[[float], dict], # measures one level: its record, with
         else: hi = mid
     return out, lo
 
-def repeated_search(probe:Callable[[float], dict], searches:int=3, **kw) -> tuple[list, dict]:
+def repeated_search(probe:Callable[..., dict], # as for search, also taking `search=i`: which search the probe is part of
+                    searches:int=3, **kw) -> tuple[list, dict]:
     "`searches` SLO searches: every probe, and the capacity as their median with its range"
     probes, found = [], []
     for i in range(searches):
-        ps, c = search(probe, **kw)
-        for p in ps: p['search'] = i
+        ps, c = search(partial(probe, search=i), **kw)
         probes += ps; found.append(c)
     return probes, dict(capacity=float(np.median(found)), capacity_min=min(found), capacity_max=max(found),
                         capacities=','.join(f'{c:g}' for c in found))
@@ -761,6 +771,7 @@ def service_load(run, # the run context
                  mode:str='closed', # closed (levels are clients) | open (levels are requests per second)
                  levels:str='1,4,16,64', # steps and ramp: the levels; search: the first; soak: the one
                  duration_s:float=10.0, warmup_s:float=2.0, timeout_s:float=30.0,
+                 requests:int=0, # a step ends after this many measured requests instead (closed loop: or at duration_s)
                  slo_ms:float=150.0, percentile:float=95.0, max_error_rate:float=0.01,
                  corpus:str='addresses', lengths:str='', # length classes with weights, e.g. 'short:0.6,medium:0.3,long:0.1'
                  inputs:int=1, # texts per request
@@ -800,15 +811,15 @@ def service_load(run, # the run context
                None if reference == 'auto' else Reference.from_model(reference, seed=seed))
         reqs = workload(load_texts(corpus), apis, api, lengths, inputs, bad_share, n_requests, model, seed, ref.tokens if ref else None)
         t = Target(url.rstrip('/'), apis, reqs, ref, pid or None, '/metrics', slo_ms, percentile, max_error_rate)
-        kw = dict(duration_s=duration_s, warmup_s=warmup_s, timeout_s=timeout_s, connections=connections, arrival=arrival,
+        kw = dict(duration_s=duration_s, warmup_s=warmup_s, requests=requests, timeout_s=timeout_s, connections=connections, arrival=arrival,
                   seed=seed, check_sample=check_sample, processes=processes)
         n_step = [0]
-        def record(m:dict) -> dict:
+        def record(m:dict, **keys) -> dict:
             i = n_step[0]; n_step[0] += 1
-            run.record(m, phase=f'step-{i}', items=m.get('n'), step=i)
+            m.update(keys); run.record(m, phase=f'step-{i}', items=m.get('n'), step=i)
             print(step_line(m), flush=True); return m
-        def probe(level:float) -> dict:
-            run.phase(f'step-{n_step[0]}'); return record(step(t, level, mode, **kw))
+        def probe(level:float, **keys) -> dict:
+            run.phase(f'step-{n_step[0]}'); return record(step(t, level, mode, **kw), **keys)
         if flow == 'steps': steps = [probe(l) for l in lv]; out = dict(knee=knee(lv, [m['held'] for m in steps]))
         elif flow == 'ramp': steps, out = ramp(probe, lv)
         elif flow == 'search': steps, out = repeated_search(probe, searches, integer=mode == 'closed', start=lv[0], max_level=max_level, rel_precision=precision)

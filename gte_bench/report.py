@@ -1047,13 +1047,14 @@ def plot_service_load(df:pd.DataFrame):
             top.errorbar(g.level, g.p95_ms, yerr=[(g.p95_ms - g.p95_ci_lo_ms).clip(lower=0), (g.p95_ci_hi_ms - g.p95_ms).clip(lower=0)],
                          marker='o', ms=3, color=c, label=tgt, capsize=2)
             bot.plot(g.level, g.throughput_rps, marker='o', ms=3, color=c, label=tgt)
-            k = pts.loc[pts.target == tgt, 'knee'] if 'knee' in pts else pd.Series(dtype=float)
-            for kv in k.dropna():
+            mine = pts[pts.target == tgt] if 'target' in pts else pts.iloc[:0]
+            k = pd.concat([mine.get(c, pd.Series(dtype=float)) for c in ('knee', 'capacity')]).dropna()   # a ramp's knee, a search's capacity
+            for kv in k.unique():
                 hit = g[g.level == kv]
                 if len(hit): top.plot(kv, hit.p95_ms.iloc[0], marker='*', ms=12, color=c, mec='k', ls='none')
         top.axhline(slo, color='k', ls='--', lw=1, label=f'SLO {slo:g} ms')
         unit = 'concurrent clients' if mode == 'closed' else 'offered load (requests/s)'
-        top.set(xscale='log', yscale='log', ylabel='P95 latency (ms)', title=f'{mode} loop (★ knee)')
+        top.set(xscale='log', yscale='log', ylabel='P95 latency (ms)', title=f'{mode} loop (★ knee or capacity)')
         bot.set(xscale='log', xlabel=unit, ylabel='throughput (requests/s)')
         if mode == 'open': bot.plot(sorted(steps.level), sorted(steps.level), color='grey', lw=0.8, ls=':', label='offered')
         for ax in (top, bot): plain_log_axis(ax, 'x')

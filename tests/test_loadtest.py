@@ -79,3 +79,4 @@ def test_bench_notebook_runs_under_papermill(tmp_path):
     point = df[df.step.isna()].iloc[0]
     assert point.capacity == 8 and point.capacities == '8,8' and point.fid_violations == 0
     assert (df.scenario == 'gte_bench.loadtest:service_load').all() and df.step.notna().sum() == 8
+    assert sorted(df.search.dropna().unique()) == [0, 1]                 # each probe says which search it belongs to

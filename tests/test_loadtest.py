@@ -18,13 +18,18 @@ def reqs():
 
 
 def test_percentiles_agree_with_injected_latency(reqs):
-    "Uniform 30-50 ms injected: open-loop percentiles land on the known quantiles plus a small loopback overhead"
+    """Uniform 30-50 ms injected: open-loop percentiles land on the known quantiles plus a small loopback overhead.
+    An open loop also records any pause of this shared machine (a 0.3 s one moved a p90 to 166 ms once), so the step
+    gets a second try: one clean step shows the generator measures right; a bug fails both."""
+    def off(st):
+        return [(p, 30 + 20 * p / 100, st.lat.pct(p)) for p in (10, 50, 90)
+                if not 30 + 20 * p / 100 - 0.5 <= st.lat.pct(p) <= 30 + 20 * p / 100 + 8]
     with toy_service(delay_ms=30, jitter_ms=20, seed=1) as toy:
-        st = run_async(drive(toy.url, reqs, rate=150, duration_s=3, warmup_s=0.3, timeout_s=10))
-    assert st.lat.n > 300 and set(st.status) == {200}
-    for p in (10, 50, 90):
-        known = 30 + 20 * p / 100
-        assert known - 0.5 <= st.lat.pct(p) <= known + 8, (p, known, st.lat.pct(p))
+        for attempt in range(2):
+            st = run_async(drive(toy.url, reqs, rate=150, duration_s=3, warmup_s=0.3, timeout_s=10, seed=attempt))
+            assert st.lat.n > 300 and set(st.status) == {200}
+            if not off(st): break
+    assert not off(st), off(st)
     lo, hi = st.lat.ci(50)
     assert lo <= st.lat.pct(50) <= hi and hi - lo < 5
 

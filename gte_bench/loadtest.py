@@ -7,7 +7,6 @@ Docs: https://gte-bench.github.io/gte_bench/api/loadtest.html.md"""
 # %% ../nbs/api/81_loadtest.ipynb #c6dd2a25
 from __future__ import annotations
 import asyncio, base64, collections, dataclasses, math, os, random, re, statistics, sys, threading, time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -366,11 +365,10 @@ class Step:
         self.__dict__.update(d)
 
 def run_async(coro):
-    "Run a coroutine to its end on uvloop (an asyncio loop is ~40% slower per request): here, or on a thread of its own where an event loop already runs (a notebook)"
+    "`serve.run_sync` on uvloop (an asyncio loop is ~40% slower per request)"
     import uvloop
-    try: asyncio.get_running_loop()
-    except RuntimeError: return uvloop.run(coro)
-    with ThreadPoolExecutor(1) as ex: return ex.submit(uvloop.run, coro).result()
+    from gte_bench.serve import run_sync
+    return run_sync(coro, uvloop.run)
 
 async def _post(session, url:str, body:bytes) -> tuple:
     import aiohttp
@@ -559,8 +557,9 @@ class ServerWatch:
         "(RSS in MB, CPU seconds) now"
         if self.source == 'psutil':
             import psutil
+            from gte_bench.serve import process_tree
             try:
-                ps = [psutil.Process(self.pid)]; ps += ps[0].children(recursive=True)
+                ps = process_tree(self.pid)
                 return sum(p.memory_info().rss for p in ps) / 2**20, sum(sum(p.cpu_times()[:2]) for p in ps)
             except psutil.Error: return None
         if self.source == 'metrics':
@@ -605,12 +604,13 @@ def _drive_sync(kw:dict) -> Step:
 
 def measure(t:Target, clients:int=0, rate:float=0.0, duration_s:float=10.0, warmup_s:float=2.0,
             processes:int=1, # load generators (processes) sharing the load; their histograms merge
-            **kw, # drive's: timeout_s, connections, arrival, seed, check_every, window_s, ...
-           ) -> tuple[Step, dict]:
-    "One step of load on `t`, with the service watched: the merged Step, and the watch's columns"
+            watch_every_s:float=0.5, # how often the service's memory is read
+            **kw, # drive's: timeout_s, connections, arrival, seed, check_sample, window_s, ...
+           ) -> tuple[Step, ServerWatch]:
+    "One step of load on `t`, with the service watched: the merged Step, and the watch (its columns, its memory over time)"
     base = dict(base=t.url, reqs=t.reqs, duration_s=duration_s, warmup_s=warmup_s, **kw)
     metrics = t.url + t.metrics_path if t.metrics_path else None
-    with ServerWatch(t.pid, metrics) as w:
+    with ServerWatch(t.pid, metrics, watch_every_s) as w:
         if processes <= 1: st = run_async(drive(**base, clients=clients, rate=rate))
         else:
             import multiprocessing as mp
@@ -625,7 +625,7 @@ def measure(t:Target, clients:int=0, rate:float=0.0, duration_s:float=10.0, warm
             with ProcessPoolExecutor(len(parts), mp_context=mp.get_context('spawn')) as ex: steps = list(ex.map(loadtest._drive_sync, parts))
             st = steps[0]
             for o in steps[1:]: st.merge(o)
-    return st, w.result
+    return st, w
 
 # %% ../nbs/api/81_loadtest.ipynb #12db3f07
 def summarize(st:Step, t:Target, clients:int=0, rate:float=0.0, processes:int=1) -> dict:
@@ -671,10 +671,10 @@ def held(m:dict) -> bool:
 def step(t:Target, level:float, mode:str='closed', **kw) -> dict:
     "Measure one level (clients or rate), check its sampled replies, summarise: the step's record columns"
     c, r = (int(level), 0.0) if mode == 'closed' else (0, float(level))
-    st, watch = measure(t, c, r, **kw)
-    m = {**summarize(st, t, c, r, kw.get('processes', 1)), **fidelity(st, t.reqs, t.apis, t.ref), **watch}
+    st, w = measure(t, c, r, **kw)
+    m = {**summarize(st, t, c, r, kw.get('processes', 1)), **fidelity(st, t.reqs, t.apis, t.ref), **w.result}
     m['held'] = held(m)
-    if st.windows: m['windows'] = st.windows
+    if st.windows: m['windows'], m['memory'] = st.windows, w.mem      # a soak's: per window, and the memory timeline
     return m
 
 # %% ../nbs/api/81_loadtest.ipynb #bb4e0039
@@ -731,20 +731,19 @@ def soak(t:Target, level:float, mode:str='closed', duration_s:float=1800.0, wind
     "A fixed load for `duration_s`: SLO compliance over windows, and a leak verdict on the service's memory"
     from gte_bench.telemetry import leak_check
     import pandas as pd
-    w = ServerWatch(t.pid, t.url + t.metrics_path if t.metrics_path else None, every_s=1.0)
-    with w: m = step(t, level, mode, duration_s=duration_s, warmup_s=warmup_s, window_s=window_s, **kw)
-    if on_record: on_record({k: v for k, v in m.items() if k != 'windows'})
-    wins = sorted(m.pop('windows', {}).items())
+    m = step(t, level, mode, duration_s=duration_s, warmup_s=warmup_s, window_s=window_s, watch_every_s=1.0, **kw)
+    wins, mem = sorted(m.pop('windows', {}).items()), m.pop('memory', [])
+    if on_record: on_record(m)
     rows = [dict(window_s=s, n=h.n, p95_ms=h.pct(t.percentile), errors=e, ok=bool(h.n and h.pct(t.percentile) <= t.slo_ms
                  and e <= t.max_error_rate * (h.n + e))) for s, (h, e) in wins if 0 <= s < duration_s]
     out = dict(windows=len(rows), slo_compliance=float(np.mean([r['ok'] for r in rows])) if rows else math.nan,
                soak_windows=orjson.dumps(rows).decode())
-    if w.mem:
-        lc = leak_check(pd.Series([x for _, x in w.mem], index=[s for s, _ in w.mem], name='server_rss_mb'),
+    if mem:
+        lc = leak_check(pd.Series([x for _, x in mem], index=[s for s, _ in mem], name='server_rss_mb'),
                         warmup_s=warmup_s, min_duration_s=min(60.0, duration_s / 2))
         out.update({f'server_leak_{k}': lc.get(k) for k in ('verdict', 'slope_mb_per_min', 'r2', 'growth_mb', 'reason')})
-        out['memory_timeline'] = orjson.dumps([[round(s, 2), round(x, 2)] for s, x in w.mem]).decode()
-    else: out['server_leak_verdict'] = 'unknown: ' + w.result['server_watch']
+        out['memory_timeline'] = orjson.dumps([[round(s, 2), round(x, 2)] for s, x in mem]).decode()
+    else: out['server_leak_verdict'] = 'unknown: ' + m['server_watch']
     return [m], out
 
 # %% ../nbs/api/81_loadtest.ipynb #4a74feda

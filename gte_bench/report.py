@@ -922,9 +922,10 @@ is_serve = by_scenario('serve', 'gte_bench.serve:serve_compare')
 SERVE_STEP_COLUMNS = ['model', 'corpus', 'server', 'clients', 'requests_per_s', 'p50_ms', 'p95_ms', 'p99_ms', 'errors',
                       'server_cpu_cores', 'server_rss_peak_mb']
 
-def serve_slo(df:pd.DataFrame) -> float:
-    "The P95 bound (ms) the serving records were measured against (150 when they do not say)"
-    s = df.loc[is_serve(df), 'slo_ms'].dropna() if 'slo_ms' in df else pd.Series(dtype=float)
+def serve_slo(df:pd.DataFrame, select:Callable|None=None, # which records (default: the serving benchmark's)
+             ) -> float:
+    "The latency bound (ms) the selected records were measured against (150 when they do not say)"
+    s = df.loc[(select or is_serve)(df), 'slo_ms'].dropna() if 'slo_ms' in df else pd.Series(dtype=float)
     return float(s.iloc[0]) if len(s) else 150.0
 
 def serve_steps(df:pd.DataFrame) -> pd.DataFrame:
@@ -1038,7 +1039,7 @@ def plot_service_load(df:pd.DataFrame):
     modes = [m for m in ('closed', 'open') if (steps.target.str.endswith(m)).any()] or ['closed']
     fig, axes = plt.subplots(2, len(modes), figsize=(5.2 * len(modes), 6.4), squeeze=False)
     colours = level_colours(sorted(steps.target.unique()), 'tab10') if len(steps) else {}
-    slo = float(df.loc[is_service_load(df), 'slo_ms'].dropna().iloc[0]) if is_service_load(df).any() else 150.0
+    slo = serve_slo(df, is_service_load)
     for j, mode in enumerate(modes):
         top, bot = axes[0][j], axes[1][j]
         for tgt, g in steps[steps.target.str.endswith(mode)].groupby('target'):

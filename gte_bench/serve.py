@@ -32,8 +32,8 @@ __all__ = ['SERVE_TOGGLES', 'ZERO_OK', 'ERROR_TYPES', 'DURATION_BUCKETS', 'LOOPB
            'serve_toggles', 'Limits', 'ServeError', 'json_type', 'parse_body', 'check_text', 'text_list', 'pair_list',
            'uie_item', 'Metrics', 'Pending', 'Batcher', 'Model', 'ServeState', 'read_body', 'timing_headers', 'infer',
            'make_app', 'embedding_request', 'vector_json', 'similarity_request', 'add_routes', 'watch_parent', 'serve',
-           'free_port', 'serve_command', 'Service', 'run_sync', 'closed_loop', 'ProcStats', 'infinity_service',
-           'serve_compare']
+           'free_port', 'serve_command', 'Service', 'run_sync', 'closed_loop', 'process_tree', 'ProcStats',
+           'infinity_service', 'serve_compare']
 
 # %% ../nbs/api/80_serve.ipynb #4151edb7
 SERVE_TOGGLES = dict(grad_mode='inference_mode', padding='bucket', batch_size=256, max_length=512)
@@ -620,11 +620,12 @@ async def _closed_loop(url:str, bodies:list[bytes], clients:int, duration_s:floa
         await asyncio.gather(*(client(k) for k in range(clients)))
     return dict(lat=lat, status=dict(status))
 
-def run_sync(coro):
+def run_sync(coro, run:Callable=asyncio.run, # what runs it: asyncio.run, uvloop.run
+            ):
     "Run a coroutine to its end: here, or on a thread of its own where an event loop already runs (a notebook)"
     try: asyncio.get_running_loop()
-    except RuntimeError: return asyncio.run(coro)
-    with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
+    except RuntimeError: return run(coro)
+    with ThreadPoolExecutor(1) as ex: return ex.submit(run, coro).result()
 
 def closed_loop(url:str, # the route, e.g. http://127.0.0.1:8000/v1/embeddings
                 bodies:list[bytes], # request bodies, sent in turn
@@ -637,13 +638,16 @@ def closed_loop(url:str, # the route, e.g. http://127.0.0.1:8000/v1/embeddings
                 requests_per_s=n / duration_s, mean_ms=float(lat.mean()) if n else math.nan, **pct)
 
 # %% ../nbs/api/80_serve.ipynb #ad25c781
+def process_tree(pid:int) -> list:
+    "The psutil processes of `pid` and all its children"
+    import psutil
+    p = psutil.Process(pid)
+    return [p, *p.children(recursive=True)]
+
 class ProcStats:
     "CPU cores used and peak RSS of a process and its children over a `with` block"
     def __init__(self, pid:int, every_s:float=0.2): self.pid, self.every_s, self.peak, self.stop = pid, every_s, 0, threading.Event()
-    def procs(self):
-        import psutil
-        p = psutil.Process(self.pid)
-        return [p, *p.children(recursive=True)]
+    def procs(self): return process_tree(self.pid)
     def cpu_s(self) -> float: return sum(sum(p.cpu_times()[:2]) for p in self.procs())
     def sample(self):
         while not self.stop.is_set():

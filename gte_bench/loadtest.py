@@ -17,6 +17,7 @@ import orjson
 from hdrh.histogram import HdrHistogram
 
 from .stats import max_claimable_pct
+from .telemetry import ProcGpuMemory
 
 # %% auto #0
 __all__ = ['ARRIVALS', 'APIS', 'LENGTHS', 'STAGE_HEADERS', 'FLOWS', 'RAW', 'order_ranks', 'Hist', 'arrivals', 'Reply', 'Api',
@@ -101,11 +102,13 @@ def arrivals(rate:float, # requests per second
 # %% ../nbs/api/81_loadtest.ipynb #68006afe
 @dataclass
 class Reply:
-    "What a response says, parsed: vectors (or scores) in the order of `index`, the indices, and usage's prompt tokens"
+    "What a response says, parsed: vectors (or scores, or class probabilities) in the order of `index`, the indices, usage's prompt tokens"
     vectors:np.ndarray|None=None
     index:list|None=None
     tokens:int|None=None
-    scores:np.ndarray|None=None
+    scores:np.ndarray|None=None # similarity scores, or a match's class probabilities (n, 3) in MATCH_LABELS order
+    labels:list|None=None # a match's labels
+    spans:list|None=None # an extraction's paths
 
 def _b64(s:str) -> np.ndarray: return np.frombuffer(base64.b64decode(s), '<f4')
 
@@ -117,14 +120,35 @@ def _openai(d) -> Reply:
 def _scores(d) -> Reply:
     return Reply(scores=np.asarray(d['scores'] if isinstance(d, dict) else d, dtype=np.float64), tokens=(d.get('usage') or {}).get('prompt_tokens') if isinstance(d, dict) else None)
 
+def _match(d) -> Reply:
+    from gte_bench.corpora import MATCH_LABELS
+    rows = d['data']
+    return Reply(index=[r.get('index') for r in rows], tokens=(d.get('usage') or {}).get('prompt_tokens'), labels=[r['label'] for r in rows],
+                 scores=np.array([[r['probabilities'][l] for l in MATCH_LABELS] for r in rows], dtype=np.float64).reshape(-1, len(MATCH_LABELS)))
+
+def _spans(d) -> Reply: return Reply(tokens=(d.get('usage') or {}).get('prompt_tokens'), spans=d['output'])
+
+def _pairs() -> list:
+    from gte_bench.corpora import load_pairs
+    return [(p['a'], p['b']) for p in load_pairs('pairs')]
+
+def _uie() -> list:
+    from gte_bench.corpora import load_uie_items
+    return [(it['text'], orjson.dumps(it['schema']).decode()) for it in load_uie_items('uie')]
+
 @dataclass
 class Api:
-    "How one kind of request is made from texts and its reply read"
+    "How one kind of request is made from items and its reply read"
     name:str
     path:str # route, e.g. /v1/embeddings
-    body:Callable[[list, str], object] # (texts, model name) -> the JSON body
+    body:Callable[[list, str], object] # (items, model name) -> the JSON body
     parse:Callable[[object], Reply]|None # the decoded JSON reply -> Reply (None: only the status is checked)
-    kind:str='vectors' # vectors (one per text) | scores (texts[0] against the rest)
+    kind:str='vectors' # vectors (one per text) | scores (items[0] against the rest) | labels (per pair) | spans (of one item)
+    task:str='embed' # the family the service must serve: embed | match | extract
+    pool:Callable[[], list]|None=None # the items it draws (None: the workload's texts)
+    one:bool=False # one item per request, whatever `inputs` says
+    item:Callable[[str], object]=lambda t: t # an item made of a text: what its malformed requests carry
+    bad:tuple=() # (label, JSON body) of malformed requests of its own, each due a 4xx
 
 APIS = {a.name: a for a in [
     Api('openai', '/v1/embeddings', lambda t, m: dict(input=t, model=m, encoding_format='float'), _openai),
@@ -132,8 +156,12 @@ APIS = {a.name: a for a in [
     Api('infinity', '/embeddings', lambda t, m: dict(input=t, model=m, encoding_format='float'), _openai),
     Api('tei', '/embed', lambda t, m: dict(inputs=t), lambda d: Reply(np.asarray(d, dtype=np.float32))),
     Api('similarity', '/similarity', lambda t, m: dict(source=t[0], candidates=t[1:]), _scores, 'scores'),
+    Api('match', '/match', lambda ps, m: dict(pairs=[list(p) for p in ps]), _match, 'labels', 'match', _pairs,
+        item=lambda t: (t, t), bad=(('not a pair', dict(pairs=[['北京市海淀区']])),)),
+    Api('extract', '/extract', lambda its, m: dict(text=its[0][0], schema=orjson.loads(its[0][1])) if its else dict(text=''), _spans, 'spans',
+        'extract', _uie, True, lambda t: (t, '{"人物": null}'), (('malformed schema', dict(text='北京市海淀区', schema=[1, 2])),)),
 ]}
-"The request kinds `gte-bench load` speaks: OpenAI's /v1/embeddings (float and base64), infinity's path, TEI's /embed, gte-bench serve's /similarity"
+"The request kinds `gte-bench load` speaks: OpenAI's /v1/embeddings (float and base64), infinity's path, TEI's /embed, gte-bench serve's /similarity, /match and /extract"
 
 # %% ../nbs/api/81_loadtest.ipynb #1e73d314
 def template_api(template:str, # a JSON body with the placeholder "{text}" (one text) or "{texts}" (a list)
@@ -145,7 +173,7 @@ def template_api(template:str, # a JSON body with the placeholder "{text}" (one 
         raise ValueError('the template needs the placeholder "{text}" or "{texts}" (quoted) where the text goes')
     orjson.loads(template.replace('"{texts}"', '[]').replace('"{text}"', '""'))     # fails here, not under load, if it is not JSON
     def body(texts, model):
-        return orjson.loads(template.replace('"{texts}"', orjson.dumps(list(texts)).decode()).replace('"{text}"', orjson.dumps(texts[0]).decode()))
+        return orjson.loads(template.replace('"{texts}"', orjson.dumps(list(texts)).decode()).replace('"{text}"', orjson.dumps(texts[0] if texts else '').decode()))
     def parse(d):
         for k in vectors.split('.'): d = d[int(k)] if isinstance(d, list) else d[k]
         v = np.asarray(d, dtype=np.float32)
@@ -158,10 +186,10 @@ LENGTHS = dict(short=(1, 50), medium=(51, 200), long=(201, 100_000))
 
 @dataclass(frozen=True)
 class Req:
-    "One prepared request: its kind, texts, encoded body and the status classes it should get"
+    "One prepared request: its kind, items, encoded body and the status classes it should get"
     kind:str
     path:str # the route it goes to
-    texts:tuple
+    texts:tuple # its items: texts, pairs (a, b), or (text, schema JSON)
     body:bytes
     expect:tuple=('2xx',)
     tokens:int|None=None # prompt tokens by the reference's tokenizer, when there is one
@@ -169,16 +197,17 @@ class Req:
 # %% ../nbs/api/81_loadtest.ipynb #7734f154
 def bad_bodies(api:Api, model:str='') -> list[tuple[str, bytes, tuple]]:
     "Malformed requests for `api`: (label, body, the status classes it may get). None may get a 5xx or go unanswered"
-    good = api.body(['北京市海淀区'], model)
-    dumps = lambda d: orjson.dumps(d)
+    body = lambda texts: api.body([api.item(t) for t in texts], model)
+    good, dumps = body(['北京市海淀区']), orjson.dumps
     return [('junk', b'\x00\xffnot json at all', ('4xx',)),
             ('truncated', dumps(good)[:-3], ('4xx',)),
             ('missing field', b'{}', ('4xx',)),
             ('wrong type', dumps({k: 42 for k in good}) if isinstance(good, dict) else b'42', ('4xx',)),
-            ('empty list', dumps(api.body([], model)) if api.name != 'similarity' else b'{"source": "x", "candidates": []}', ('4xx',)),
-            ('oversize', dumps(api.body(['很长的文本。' * 3400], model)), ('2xx', '4xx')),      # 20,400 characters: truncated or refused
-            ('control characters', dumps(api.body(['\x00\x01\x02\x1b[31m'], model)), ('2xx', '4xx')),
-            ('lone surrogate', dumps(api.body(['A'], model)).replace(b'"A"', b'"\\ud800"'), ('2xx', '4xx'))]
+            ('empty list', dumps(body([])) if api.name != 'similarity' else b'{"source": "x", "candidates": []}', ('4xx',)),
+            ('oversize', dumps(body(['很长的文本。' * 3400])), ('2xx', '4xx')),      # 20,400 characters: truncated or refused
+            ('control characters', dumps(body(['\x00\x01\x02\x1b[31m'])), ('2xx', '4xx')),
+            ('lone surrogate', dumps(body(['A'])).replace(b'"A"', b'"\\ud800"'), ('2xx', '4xx')),
+            *((label, dumps(b), ('4xx',)) for label, b in api.bad)]
 
 def weights(spec:str|dict, known:Sequence[str], what:str) -> dict:
     "'a:0.7,b:0.3' (or 'a') as normalised weights, each name checked against `known`"
@@ -189,37 +218,42 @@ def weights(spec:str|dict, known:Sequence[str], what:str) -> dict:
     s = sum(d.values()); return {k: w / s for k, w in d.items()}
 
 # %% ../nbs/api/81_loadtest.ipynb #2476b95e
-def workload(texts:Sequence[str], # the pool of texts
+def _chars(item, api:Api) -> int:
+    "What a length class measures: a text's characters, a pair's longer address, an extraction item's text"
+    return len(item) if isinstance(item, str) else len(item[0]) if api.task == 'extract' else max(map(len, item))
+
+def workload(texts:Sequence[str], # the pool of texts (kinds with items of their own draw those)
              apis:dict[str, Api], # request kinds by name
              mix:str|dict='', # weights of the kinds, e.g. 'openai:0.7,similarity:0.3' (default: the first kind)
              lengths:str|dict='', # weights of length classes, e.g. 'short:0.6,long:0.4' (default: the pool as it is)
-             inputs:int=1, # texts per request (a similarity request: 1 source + `inputs` candidates)
+             inputs:int=1, # items per request (a similarity request: 1 source + `inputs` candidates)
              bad_share:float=0.0, # share of malformed requests (bad_bodies)
              n:int=512, # distinct requests, sent in turn
              model:str='', seed:int=0,
-             tokens:Callable[[list], list[int]]|None=None, # the reference's token count of texts, for usage checks
+             tokens:Callable[[list], list[int]]|None=None, # the reference's token count of items, for usage checks
             ) -> list[Req]:
     "The requests of a run, prepared and encoded before any timing starts"
     rng = np.random.default_rng(seed)
     kinds = weights(mix or next(iter(apis)), list(apis), 'request kind')
-    pools = {'': list(texts)}
-    if lengths:
-        lw = weights(lengths, list(LENGTHS), 'length class')
-        pools = {c: [t for t in texts if LENGTHS[c][0] <= len(t) <= LENGTHS[c][1]] for c in lw}
-        if empty := [c for c, p in pools.items() if not p]: raise ValueError(f"the corpus has no {empty[0]} texts ({LENGTHS[empty[0]]} characters)")
-    else: lw = {'': 1.0}
+    lw = weights(lengths, list(LENGTHS), 'length class') if lengths else {'': 1.0}
+    pools = {}
+    for k in kinds:
+        items = apis[k].pool() if apis[k].pool else list(texts)
+        for c in lw:
+            pools[k, c] = [x for x in items if LENGTHS[c][0] <= _chars(x, apis[k]) <= LENGTHS[c][1]] if c else items
+            if not pools[k, c]: raise ValueError(f"the {k} items have no {c} ones ({LENGTHS[c]} characters)")
     if not 0 <= bad_share < 1: raise ValueError(f"bad_share must be in [0, 1), got {bad_share}")
-    out, names, cls = [], list(kinds), list(lw)
+    out, names, cls, bad = [], list(kinds), list(lw), {k: bad_bodies(apis[k], model) for k in kinds} if bad_share else {}
     for i in range(n):
-        api = apis[names[rng.choice(len(names), p=list(kinds.values()))]]
+        name = names[rng.choice(len(names), p=list(kinds.values()))]; api = apis[name]
         if bad_share and rng.random() < bad_share:
-            label, body, expect = bad_bodies(api, model)[rng.integers(8)]
+            label, body, expect = bad[name][rng.integers(len(bad[name]))]
             out.append(Req(f'bad:{label}', api.path, (), body, expect)); continue
-        pool = pools[cls[rng.choice(len(cls), p=list(lw.values()))]]
-        k = inputs + 1 if api.kind == 'scores' else inputs
+        pool = pools[name, cls[rng.choice(len(cls), p=list(lw.values()))]]
+        k = 1 if api.one else inputs + 1 if api.kind == 'scores' else inputs
         t = tuple(pool[j] for j in rng.integers(0, len(pool), k))
         out.append(Req(api.name, api.path, t, orjson.dumps(api.body(list(t), model)),
-                       tokens=sum(tokens(list(t))) if tokens and api.kind == 'vectors' else None))
+                       tokens=sum(tokens(list(t))) if tokens and api.kind != 'scores' and api.parse else None))
     return out
 
 # %% ../nbs/api/81_loadtest.ipynb #1f7a7711
@@ -386,7 +420,7 @@ async def drive(base:str, # the service's address, e.g. http://127.0.0.1:8000
                 duration_s:float=10.0, warmup_s:float=2.0, # measured window, after a warm-up
                 requests:int=0, # or a measured request count: the window ends with it (closed loop: or at duration_s, whichever comes first)
                 timeout_s:float=30.0, # per request
-                connections:int=0, # cap on open connections (0: none)
+                connections:int=0, # cap on open connections (0: none); the open loop then runs this many senders, and a request waiting for one counts as dispatch lag
                 arrival:str='poisson', seed:int=0,
                 check_sample:int=1000, # 2xx replies kept for the fidelity check: a uniform sample of all of them (0: none)
                 max_inflight:int=10_000, # open loop: requests outstanding at most; more are dropped and the step is invalid
@@ -456,38 +490,61 @@ async def drive(base:str, # the service's address, e.g. http://127.0.0.1:8000
                 r = reqs[i % n]; t_send = loop_t()
                 res = await _post(s, base + r.path, r.body)
                 if measured: done(i % n, r, t_int, t_send, loop_t(), res)
-            for j, t_int in enumerate(sched):
-                if (d := t_int - loop_t()) > 0: await asyncio.sleep(d)
-                if len(inflight) >= max_inflight:
-                    st.dropped += t_int >= t0m; continue
-                task = asyncio.create_task(fire(offset + j, t_int, t_int >= t0m))
-                inflight.add(task); task.add_done_callback(inflight.discard)
-            if inflight: await asyncio.wait(set(inflight))
+            if connections:              # `connections` senders, each taking the next due request (wrk2's model): waiting for one is lag
+                nxt = [0]
+                async def sender():
+                    while (j := nxt[0]) < len(sched):
+                        nxt[0] += 1; t_int = sched[j]
+                        if (d := t_int - loop_t()) > 0: await asyncio.sleep(d)
+                        await fire(offset + j, t_int, t_int >= t0m)
+                await asyncio.gather(*(sender() for _ in range(connections)))
+            else:                        # a task per request, sent on time whatever the service does
+                for j, t_int in enumerate(sched):
+                    if (d := t_int - loop_t()) > 0: await asyncio.sleep(d)
+                    if len(inflight) >= max_inflight:
+                        st.dropped += t_int >= t0m; continue
+                    task = asyncio.create_task(fire(offset + j, t_int, t_int >= t0m))
+                    inflight.add(task); task.add_done_callback(inflight.discard)
+                if inflight: await asyncio.wait(set(inflight))
     st.gen_cpu_s, st.gen_wall_s = time.process_time() - cpu0, loop_t() - wall0
     st.first_send -= t0m; st.last_send -= t0m
     return st
 
 # %% ../nbs/api/81_loadtest.ipynb #40e78e90
 class Reference:
-    "What replies should say, computed offline: each text's vector and its token count"
-    def __init__(self, vectors:Callable[[list], np.ndarray], # texts -> (n, dim) vectors
-                 tokens:Callable[[list], list[int]]|None=None, # texts -> prompt tokens of each
-                 name:str=''):
-        self._vectors, self.tokens, self.name, self.cache = vectors, tokens, name, {}
+    "What replies should say, computed offline: each item's output (vector, class probabilities or spans) and its token count"
+    def __init__(self, outputs:Callable[[list], Sequence], # items -> the output of each
+                 tokens:Callable[[list], list[int]]|None=None, # items -> prompt tokens of each
+                 name:str='', task:str='embed'):
+        self._outputs, self.tokens, self.name, self.task, self.cache = outputs, tokens, name, task, {}
+
+    def outputs(self, items:Sequence) -> list:
+        "Outputs of `items`, each computed once"
+        if todo := [x for x in dict.fromkeys(items) if x not in self.cache]:
+            for x, v in zip(todo, self._outputs(todo)): self.cache[x] = v
+        return [self.cache[x] for x in items]
 
     def vectors(self, texts:Sequence[str]) -> np.ndarray:
-        "Vectors of `texts`, each computed once"
-        if todo := [t for t in dict.fromkeys(texts) if t not in self.cache]:
-            for t, v in zip(todo, self._vectors(todo)): self.cache[t] = np.asarray(v, np.float32)
-        return np.stack([self.cache[t] for t in texts])
+        "Outputs of `texts` as one float32 array"
+        return np.stack([np.asarray(v, np.float32) for v in self.outputs(texts)])
 
     @classmethod
     def from_model(cls, model:str, # the checkpoint folder (or preset) the service serves
-                   task:str='embed', seed:int=0, device:str='cpu', max_length:int=512) -> Reference:
-        "The reference of a model loaded here in fp32: what the service's vectors must match"
+                   task:str='embed', # its family: embed | match | extract
+                   seed:int=0, device:str='cpu', max_length:int=512) -> Reference:
+        "The reference of a model loaded here in fp32: what the service's replies must match"
         from gte_bench.models import load_model
         a = load_model(model, task, device=device, seed=seed)
-        return cls(lambda t: a(t, max_length=max_length, batch_size=16), lambda t: [len(s[0]) for s in a.token_ids(t, max_length)], str(model))
+        if task == 'embed':
+            out, tok = lambda t: list(a(t, max_length=max_length, batch_size=16)), lambda t: [len(s[0]) for s in a.token_ids(t, max_length)]
+        elif task == 'match':
+            out, tok = lambda ps: list(a(ps, max_length=max_length)), lambda ps: [len(s[0]) for s in a.token_ids(a.check(ps), max_length)]
+        elif task == 'extract':
+            its = lambda xs: [dict(text=t, schema=sc) for t, sc in xs]
+            out = lambda xs: orjson.loads(orjson.dumps(a(its(xs), use_oracle=False)))      # as JSON carries them
+            tok = lambda xs: [a.count_tokens([i])[0] for i in its(xs)]
+        else: raise ValueError(f"task {task!r} is not embed, match or extract")
+        return cls(out, tok, str(model), task)
 
     @classmethod
     def toy(cls, dim:int=64) -> Reference:
@@ -497,30 +554,42 @@ class Reference:
 def check_reply(r:Req, api:Api, body:bytes, ref:Reference|None,
                 min_cos:float=0.999, # each vector's cosine with its reference at least
                 norm_rtol:float=1e-2, # and its norm within this relative distance
-                score_atol:float=2e-3, # a similarity score within this of the reference's
+                score_atol:float=2e-3, # a similarity score, or a class probability, within this of the reference's
                ) -> list[str]:
     "What is wrong with one 2xx reply: an empty list when nothing is"
     if api.parse is None: return []
     try: rep = api.parse(orjson.loads(body))
     except Exception as e: return [f'unreadable reply ({type(e).__name__}: {str(e)[:60]})']
-    bad = []
+    bad, items = [], list(r.texts)
     if api.kind == 'scores':
-        if rep.scores is None or len(rep.scores) != len(r.texts) - 1: return [f'{0 if rep.scores is None else len(rep.scores)} scores for {len(r.texts) - 1} candidates']
+        if rep.scores is None or len(rep.scores) != len(items) - 1: return [f'{0 if rep.scores is None else len(rep.scores)} scores for {len(items) - 1} candidates']
         if ref is not None:
-            v = ref.vectors(list(r.texts)); v = v / np.linalg.norm(v, axis=1, keepdims=True)
+            v = ref.vectors(items); v = v / np.linalg.norm(v, axis=1, keepdims=True)
             if (d := np.abs(rep.scores - v[1:] @ v[0]).max()) > score_atol: bad.append(f'score off by {d:.3g}')
         return bad
-    v = rep.vectors
-    if v is None or v.ndim != 2 or len(v) != len(r.texts): return [f'{0 if v is None else len(v)} vectors for {len(r.texts)} inputs']
-    if rep.index is not None and list(rep.index) != list(range(len(v))): bad.append(f'index order {rep.index[:8]}')
-    if ref is None: return bad
-    e = ref.vectors(list(r.texts))
-    if v.shape[1] != e.shape[1]: return bad + [f'dimension {v.shape[1]}, expected {e.shape[1]}']
-    nv, ne = np.linalg.norm(v, axis=1), np.linalg.norm(e, axis=1)
-    cos = (v * e).sum(1) / (nv * ne).clip(1e-12)
-    if (c := cos.min()) < min_cos: bad.append(f'cosine {c:.4f} < {min_cos} (input {int(cos.argmin())})')
-    if (d := np.abs(nv / ne.clip(1e-12) - 1).max()) > norm_rtol: bad.append(f'norm off by {d:.2%}')
-    if rep.tokens is not None and r.tokens is not None and rep.tokens != r.tokens: bad.append(f'usage {rep.tokens} tokens, counted {r.tokens}')
+    if api.kind == 'labels':
+        from gte_bench.corpora import MATCH_LABELS
+        p = rep.scores
+        if p is None or len(p) != len(items): return [f'{0 if p is None else len(p)} results for {len(items)} pairs']
+        if rep.index is not None and list(rep.index) != list(range(len(p))): bad.append(f'index order {rep.index[:8]}')
+        if (d := np.abs(p.sum(1) - 1).max()) > 1e-3: bad.append(f'probabilities sum to 1 ± {d:.3g}')
+        if rep.labels != [MATCH_LABELS[k] for k in p.argmax(1)]: bad.append('a label is not its most probable class')
+        if ref is not None and (d := np.abs(p - np.stack(ref.outputs(items))).max()) > score_atol: bad.append(f'probability off by {d:.3g}')
+    elif api.kind == 'spans':
+        if not isinstance(rep.spans, list): return [f'output is a {type(rep.spans).__name__}, expected a list of paths']
+        if ref is not None and rep.spans != ref.outputs(items)[0]: bad.append(f'{len(rep.spans)} paths differ from the reference\'s {len(ref.outputs(items)[0])}')
+    else:
+        v = rep.vectors
+        if v is None or v.ndim != 2 or len(v) != len(items): return [f'{0 if v is None else len(v)} vectors for {len(items)} inputs']
+        if rep.index is not None and list(rep.index) != list(range(len(v))): bad.append(f'index order {rep.index[:8]}')
+        if ref is None: return bad
+        e = ref.vectors(items)
+        if v.shape[1] != e.shape[1]: return bad + [f'dimension {v.shape[1]}, expected {e.shape[1]}']
+        nv, ne = np.linalg.norm(v, axis=1), np.linalg.norm(e, axis=1)
+        cos = (v * e).sum(1) / (nv * ne).clip(1e-12)
+        if (c := cos.min()) < min_cos: bad.append(f'cosine {c:.4f} < {min_cos} (input {int(cos.argmin())})')
+        if (d := np.abs(nv / ne.clip(1e-12) - 1).max()) > norm_rtol: bad.append(f'norm off by {d:.2%}')
+    if ref is not None and rep.tokens is not None and r.tokens is not None and rep.tokens != r.tokens: bad.append(f'usage {rep.tokens} tokens, counted {r.tokens}')
     return bad
 
 def fidelity(st:Step, reqs:Sequence[Req], apis:dict[str, Api], ref:Reference|None, **tol) -> dict:
@@ -548,28 +617,37 @@ def scrape(url:str, timeout_s:float=2.0) -> dict:
     except Exception: return {}
 
 class ServerWatch:
-    "The service's memory and CPU over a `with` block: psutil on a local PID (children included), else its /metrics"
-    def __init__(self, pid:int|None=None, metrics_url:str|None=None, every_s:float=0.5):
-        self.pid, self.metrics_url, self.every_s, self.stop_ev, self.mem = pid, metrics_url, every_s, threading.Event(), []
+    "The service's memory and CPU over a `with` block: psutil on a local PID (children included, and their GPU memory by NVML), else its /metrics"
+    def __init__(self, pid:int|None=None, metrics_url:str|None=None, every_s:float=0.5,
+                 gpu:ProcGpuMemory|None=None, # the NVML reader of a local service's GPU memory (default: opened here)
+                ):
+        self.pid, self.metrics_url, self.every_s, self.stop_ev, self.mem, self.gpu_mem = pid, metrics_url, every_s, threading.Event(), [], []
         self.source = 'psutil' if pid else ('metrics' if metrics_url and scrape(metrics_url).get('process_resident_memory_bytes') else None)
+        self.gpu = (gpu or ProcGpuMemory()) if pid else None
 
-    def read(self) -> tuple[float, float]|None:
-        "(RSS in MB, CPU seconds) now"
+    def read(self) -> tuple[float, float, float|None]|None:
+        "(RSS in MB, CPU seconds, GPU memory in MB or None) now"
         if self.source == 'psutil':
             import psutil
             from gte_bench.serve import process_tree
             try:
                 ps = process_tree(self.pid)
-                return sum(p.memory_info().rss for p in ps) / 2**20, sum(sum(p.cpu_times()[:2]) for p in ps)
+                return (sum(p.memory_info().rss for p in ps) / 2**20, sum(sum(p.cpu_times()[:2]) for p in ps),
+                        self.gpu.read({p.pid for p in ps}) if self.gpu.handles else None)
             except psutil.Error: return None
         if self.source == 'metrics':
             m = scrape(self.metrics_url)
-            if 'process_resident_memory_bytes' in m: return m['process_resident_memory_bytes'] / 2**20, m.get('process_cpu_seconds_total', math.nan)
+            if 'process_resident_memory_bytes' in m: return m['process_resident_memory_bytes'] / 2**20, m.get('process_cpu_seconds_total', math.nan), None
         return None
+
+    def _keep(self, x):
+        t = time.perf_counter() - self.t0
+        self.mem.append((t, x[0]))
+        if x[2] is not None: self.gpu_mem.append((t, x[2]))
 
     def _run(self):
         while not self.stop_ev.wait(self.every_s):
-            if (x := self.read()): self.mem.append((time.perf_counter() - self.t0, x[0]))
+            if (x := self.read()): self._keep(x)
 
     def __enter__(self):
         self.t0, self.first = time.perf_counter(), self.read() if self.source else None
@@ -579,10 +657,15 @@ class ServerWatch:
     def __exit__(self, *exc):
         if not self.source: self.result = dict(server_watch='none: no local PID and no process metrics at /metrics'); return
         self.stop_ev.set(); self.thread.join(); last, wall = self.read(), time.perf_counter() - self.t0
-        mem = [m for _, m in self.mem] + ([last[0]] if last else [])
+        if last: self._keep(last)
+        mem, gpu = [m for _, m in self.mem], [m for _, m in self.gpu_mem]
         cores = (last[1] - self.first[1]) / wall if last and self.first else math.nan
         self.result = dict(server_watch=self.source, server_cpu_cores=cores, server_rss_mb=mem[-1] if mem else math.nan,
                            server_rss_peak_mb=max(mem, default=math.nan))
+        if self.gpu is not None:
+            self.result.update(server_gpu_watch='nvml' if gpu else self.gpu.why or 'NVML lists none of its processes',
+                               server_gpu_mem_mb=gpu[-1] if gpu else math.nan, server_gpu_mem_peak_mb=max(gpu, default=math.nan))
+            if self.gpu.owned: self.gpu.close()
 
 # %% ../nbs/api/81_loadtest.ipynb #dc17fdac
 @dataclass
@@ -597,6 +680,7 @@ class Target:
     slo_ms:float=150.0
     percentile:float=95.0 # the SLO's percentile
     max_error_rate:float=0.01 # a step with more failed (non-2xx) good requests breaks the SLO
+    gpu:ProcGpuMemory|None=None # reads a local service's GPU memory (default: NVML, opened for each step)
 
 def _drive_sync(kw:dict) -> Step:
     "drive() in a process of its own, on uvloop: its requests come as tuples, which any process can unpickle"
@@ -610,7 +694,7 @@ def measure(t:Target, clients:int=0, rate:float=0.0, duration_s:float=10.0, warm
     "One step of load on `t`, with the service watched: the merged Step, and the watch (its columns, its memory over time)"
     base = dict(base=t.url, reqs=t.reqs, duration_s=duration_s, warmup_s=warmup_s, **kw)
     metrics = t.url + t.metrics_path if t.metrics_path else None
-    with ServerWatch(t.pid, metrics, watch_every_s) as w:
+    with ServerWatch(t.pid, metrics, watch_every_s, t.gpu) as w:
         if processes <= 1: st = run_async(drive(**base, clients=clients, rate=rate))
         else:
             import multiprocessing as mp
@@ -674,7 +758,7 @@ def step(t:Target, level:float, mode:str='closed', **kw) -> dict:
     st, w = measure(t, c, r, **kw)
     m = {**summarize(st, t, c, r, kw.get('processes', 1)), **fidelity(st, t.reqs, t.apis, t.ref), **w.result}
     m['held'] = held(m)
-    if st.windows: m['windows'], m['memory'] = st.windows, w.mem      # a soak's: per window, and the memory timeline
+    if st.windows: m['windows'], m['memory'], m['gpu_memory'] = st.windows, w.mem, w.gpu_mem     # a soak's: per window, and the memory timelines
     return m
 
 # %% ../nbs/api/81_loadtest.ipynb #bb4e0039
@@ -732,18 +816,19 @@ def soak(t:Target, level:float, mode:str='closed', duration_s:float=1800.0, wind
     from gte_bench.telemetry import leak_check
     import pandas as pd
     m = step(t, level, mode, duration_s=duration_s, warmup_s=warmup_s, window_s=window_s, watch_every_s=1.0, **kw)
-    wins, mem = sorted(m.pop('windows', {}).items()), m.pop('memory', [])
+    wins, mem, gpu = sorted(m.pop('windows', {}).items()), m.pop('memory', []), m.pop('gpu_memory', [])
     if on_record: on_record(m)
     rows = [dict(window_s=s, n=h.n, p95_ms=h.pct(t.percentile), errors=e, ok=bool(h.n and h.pct(t.percentile) <= t.slo_ms
                  and e <= t.max_error_rate * (h.n + e))) for s, (h, e) in wins if 0 <= s < duration_s]
     out = dict(windows=len(rows), slo_compliance=float(np.mean([r['ok'] for r in rows])) if rows else math.nan,
                soak_windows=orjson.dumps(rows).decode())
-    if mem:
-        lc = leak_check(pd.Series([x for _, x in mem], index=[s for s, _ in mem], name='server_rss_mb'),
+    for key, series, name in (('server_leak', mem, 'server_rss_mb'), ('server_gpu_leak', gpu, 'server_gpu_mem_mb')):
+        if not series: continue
+        lc = leak_check(pd.Series([x for _, x in series], index=[s for s, _ in series], name=name),
                         warmup_s=warmup_s, min_duration_s=min(60.0, duration_s / 2))
-        out.update({f'server_leak_{k}': lc.get(k) for k in ('verdict', 'slope_mb_per_min', 'r2', 'growth_mb', 'reason')})
-        out['memory_timeline'] = orjson.dumps([[round(s, 2), round(x, 2)] for s, x in mem]).decode()
-    else: out['server_leak_verdict'] = 'unknown: ' + m['server_watch']
+        out.update({f'{key}_{k}': lc.get(k) for k in ('verdict', 'slope_mb_per_min', 'r2', 'growth_mb', 'reason')})
+        out[('' if key == 'server_leak' else 'gpu_') + 'memory_timeline'] = orjson.dumps([[round(s, 2), round(x, 2)] for s, x in series]).decode()
+    if not mem: out['server_leak_verdict'] = 'unknown: ' + m['server_watch']
     return [m], out
 
 # %% ../nbs/api/81_loadtest.ipynb #4a74feda
@@ -762,9 +847,9 @@ def _levels(s) -> list[float]:
 
 def service_load(run, # the run context
                  url:str='', # the service, e.g. http://127.0.0.1:8000 ('' starts gte-bench serve with `model`)
-                 model:str='bge-small-zh-v1.5', # what gte-bench serve serves when `url` is '' (a preset is saved as a checkpoint first)
+                 model:str='bge-small-zh-v1.5', # what gte-bench serve serves when `url` is '' (a preset of the kinds' family, saved as a checkpoint first, or a folder)
                  batching:str='dynamic', toggles:str='', # gte-bench serve's, when it is started here
-                 api:str='openai', # request kinds with weights: 'openai', 'openai-base64', 'tei', 'infinity', 'similarity', 'template', e.g. 'openai:0.7,similarity:0.3'
+                 api:str='openai', # request kinds with weights: 'openai', 'openai-base64', 'tei', 'infinity', 'similarity', 'match', 'extract', 'template', e.g. 'openai:0.7,similarity:0.3'
                  template:str='', template_path:str='/', template_vectors:str='', # the 'template' kind (template_api)
                  flow:str='steps', # steps | ramp | search | soak
                  mode:str='closed', # closed (levels are clients) | open (levels are requests per second)
@@ -797,17 +882,19 @@ def service_load(run, # the run context
     apis = {k: (template_api(template, template_path, template_vectors or None) if k == 'template' else APIS.get(k)) for k in names}
     if bad := [k for k, a in apis.items() if a is None]: raise ValueError(f"api {bad[0]!r} is not one of {[*APIS, 'template']}")
     if 'template' in apis and inputs != 1 and '"{texts}"' not in template: raise ValueError('a "{text}" template sends one text: inputs must be 1')
-    svc = None
+    tasks = sorted({a.task for k, a in apis.items() if k != 'template'}) or ['embed']
+    if len(tasks) > 1: raise ValueError(f"a service serves one family, and these kinds need {' and '.join(tasks)}: load them in separate runs")
+    task, svc = tasks[0], None
     if not url:
-        folder = model if Path(model).is_dir() else save_checkpoint(Path(tempfile.mkdtemp(prefix='gte_bench_ckpt_')) / model, model, seed=seed)
-        run.phase('start'); svc = Service(model=str(folder), batching=batching, toggles=toggles or None).start()
+        folder = model if Path(model).is_dir() else save_checkpoint(Path(tempfile.mkdtemp(prefix='gte_bench_ckpt_')) / model, model, task, seed=seed)
+        run.phase('start'); svc = Service(model=str(folder), task=task, batching=batching, toggles=toggles or None).start()
         url, pid, ref_model = svc.url, svc.pid, str(folder)
     else: ref_model = None
     try:
         if pid and svc is None: run.adopt(pid)
         ref = (Reference.toy() if reference == 'toy' else None if reference == 'none' else
-               Reference.from_model(ref_model, seed=seed) if reference == 'auto' and ref_model else
-               None if reference == 'auto' else Reference.from_model(reference, seed=seed))
+               Reference.from_model(ref_model, task, seed=seed) if reference == 'auto' and ref_model else
+               None if reference == 'auto' else Reference.from_model(reference, task, seed=seed))
         reqs = workload(load_texts(corpus), apis, api, lengths, inputs, bad_share, n_requests, model, seed, ref.tokens if ref else None)
         t = Target(url.rstrip('/'), apis, reqs, ref, pid or None, '/metrics', slo_ms, percentile, max_error_rate)
         kw = dict(duration_s=duration_s, warmup_s=warmup_s, requests=requests, timeout_s=timeout_s, connections=connections, arrival=arrival,

@@ -1075,12 +1075,12 @@ def plot_soak(df:pd.DataFrame):
         w = pd.DataFrame(json.loads(r['soak_windows']))
         lab = load_target(pd.DataFrame([r])).iloc[0]
         a1.plot(w.window_s / 60, w.p95_ms, marker='.', label=lab)
-        if r.get('memory_timeline'):
-            m = np.array(json.loads(r['memory_timeline']))
-            if len(m): a2.plot(m[:, 0] / 60, m[:, 1], label=f"{lab}: {r.get('server_leak_verdict')}")
+        for key, what, ls in (('memory_timeline', 'server_leak', '-'), ('gpu_memory_timeline', 'server_gpu_leak', '--')):
+            m = np.array(json.loads(r[key])) if isinstance(r.get(key), str) else []
+            if len(m): a2.plot(m[:, 0] / 60, m[:, 1], ls=ls, label=f"{lab}{' GPU' if 'gpu' in key else ''}: {r.get(what + '_verdict')}")
         a1.axhline(r['slo_ms'], color='k', ls='--', lw=1)
     a1.set(xlabel='minutes', ylabel='P95 per window (ms)', title='Latency over the soak'); a1.legend(fontsize=6)
-    a2.set(xlabel='minutes', ylabel='service RSS (MB)', title='Memory over the soak'); a2.legend(fontsize=6)
+    a2.set(xlabel='minutes', ylabel='service MB (RSS; GPU dashed)', title='Memory over the soak'); a2.legend(fontsize=6)
     fig.tight_layout()
     return fig
 

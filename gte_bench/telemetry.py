@@ -18,7 +18,8 @@ from .stats import num
 
 # %% auto #0
 __all__ = ['MB', 'MIN_INTERVAL_S', 'THROTTLE_BITS', 'UTIL_CAVEAT', 'NVML_COLUMNS', 'HOST_COLUMNS', 'TORCH_COLUMNS',
-           'decode_throttle', 'Sampler', 'sampler_overhead', 'leak_check', 'plot_timeline', 'nvml_index']
+           'decode_throttle', 'ProcGpuMemory', 'Sampler', 'sampler_overhead', 'leak_check', 'plot_timeline',
+           'nvml_index']
 
 # %% ../nbs/api/30_telemetry.ipynb #165be4a5
 MB = 2**20
@@ -103,6 +104,36 @@ class _NvmlReader:
             row.update({n: self._get(dev, n, f, h) if slow else None for n, f in self.slow.items()})
             rows.append(row)
         return rows
+
+# %% ../nbs/api/30_telemetry.ipynb #c2e897d1
+class ProcGpuMemory:
+    "GPU memory (MB) held by given processes, summed over devices: what NVML lists for them"
+    def __init__(self, nv=None, # an initialised NVML binding (default: pynvml, initialised here)
+                 indices:Sequence[int]|None=None, # devices (default: every one NVML sees)
+                ):
+        self.nv, self.handles, self.why, self.owned = nv, [], None, nv is None
+        try:
+            if self.owned: self.nv = _load_nvml(); self.nv.nvmlInit()
+            idx = range(self.nv.nvmlDeviceGetCount()) if indices is None else indices
+            self.handles = [self.nv.nvmlDeviceGetHandleByIndex(i) for i in idx]
+        except Exception as e: self.why = f'NVML unavailable ({type(e).__name__}: {e})'
+        if not self.handles: self.why = self.why or 'NVML sees no device'; self.close()
+
+    def read(self, pids) -> float|None:
+        "MB that processes `pids` hold on every device; None when NVML lists none of them"
+        pids, total, seen = set(pids), 0.0, False
+        for h in self.handles:
+            try: procs = self.nv.nvmlDeviceGetComputeRunningProcesses(h)
+            except Exception: continue
+            for p in procs:
+                if p.pid in pids and p.usedGpuMemory is not None: total += p.usedGpuMemory / MB; seen = True
+        return total if seen else None
+
+    def close(self):
+        if self.owned and self.nv is not None:
+            try: self.nv.nvmlShutdown()
+            except Exception: pass
+        self.handles = []
 
 # %% ../nbs/api/30_telemetry.ipynb #6f72167d
 class _HostReader:

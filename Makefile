@@ -17,7 +17,7 @@ export MPLBACKEND := Agg
 # `HF_HUB_OFFLINE=0 make bench SWEEP=...` lets a sweep of real hub ids download them.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest pytest compat floor clean-runs infinity serve-bench locust load-bench
+.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest pytest compat floor clean-runs infinity serve-bench locust load-bench gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -121,3 +121,17 @@ locust: $(LOCUST)/.installed
 load-bench: $(STAMP) $(LOCUST)/.installed
 	$(MAKE) bench SWEEP=sweeps/load-generator.yaml OUT=results/load-generator
 	$(MAKE) bench SWEEP=sweeps/service-load-cpu.yaml OUT=results/service-load-cpu
+	$(MAKE) bench SWEEP=sweeps/service-load-rate-cpu.yaml OUT=results/service-load-rate-cpu
+
+# The GPU check (gte_bench.gpucheck, `gte-bench gpu-check`): on a CUDA machine, with the python3 that holds its torch,
+# from a copy of this tree and no network, in under eight minutes; everything lands in reports/<device>-gpu-check/.
+# What that machine lacks installs from .gpu-wheels, which `make gpu-wheels` fills here beforehand (it travels with
+# the tree). `make gpu-check GPU_CHECK_ARGS=--dry-run` walks it on a CPU.
+GPU_PYTHON ?= python3
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@if [ -d .gpu-wheels ]; then $(GPU_PYTHON) -m pip install -q --no-index --find-links .gpu-wheels -r tools/gpu-requirements.txt; fi
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -c 'import sys; from gte_bench.cli import main; sys.exit(main())' gpu-check $(GPU_CHECK_ARGS)
+
+gpu-wheels: $(STAMP)
+	$(BIN)/python tools/gpu-wheels .gpu-wheels

@@ -17,7 +17,7 @@ from .env import capture_env, project_root
 # %% auto #0
 __all__ = ['COMMANDS', 'RENAMED', 'DATA_KINDS', 'notebook_markdown', 'write_readme', 'command', 'command_parser', 'one_line',
            'main', 'env_command', 'sweep_command', 'run_report', 'report_command', 'floats', 'make_data',
-           'data_command', 'max_batch_command', 'serve_command', 'load_command', 'readme_command']
+           'data_command', 'max_batch_command', 'serve_command', 'load_command', 'gpu_check_command', 'readme_command']
 
 # %% ../nbs/api/70_cli.ipynb #07e844cf
 def notebook_markdown(nb_path:str|Path) -> str:
@@ -278,6 +278,7 @@ def load_command(url:str=None, # the service, e.g. http://127.0.0.1:8000 (defaul
                  template_path:str='/', template_vectors:str='', # its route, and the dotted path to vectors in its reply
                  pid:int=0, # the service's PID on this machine: its CPU and memory are watched
                  batching:str='dynamic', # gte-bench serve's, when it is started here
+                 device:str='cpu', # where gte-bench serve runs the model when it is started here (cuda for a GPU)
                  seed:int=0,
                  out:str='results/load', # records folder: a record per step, and the run's
                  tag:str=None, # keeps this run's records apart from an earlier run's with the same settings (default: now)
@@ -290,12 +291,25 @@ def load_command(url:str=None, # the service, e.g. http://127.0.0.1:8000 (defaul
                   corpus=corpus, lengths=lengths, inputs=inputs, bad_share=bad_share, reference=reference, arrival=arrival,
                   processes=processes, connections=connections, timeout_s=timeout_s, searches=searches, max_level=max_level,
                   window_s=window_s, template=template, template_path=template_path, template_vectors=template_vectors,
-                  pid=pid, batching=batching, seed=seed, tag=tag or time.strftime('%Y%m%dT%H%M%S'))
+                  pid=pid, batching=batching, device=device, seed=seed, tag=tag or time.strftime('%Y%m%dT%H%M%S'))
     rec = run_scenario(spec, params, out)
     if rec['status'] != 'ok': print(f"gte-bench load: {rec['error']}", file=sys.stderr); return 1
     keys = [k for k in ('knee', 'capacity', 'capacity_min', 'capacity_max', 'slo_compliance', 'server_leak_verdict', 'rps_at_slo',
                         'fid_checked', 'fid_violations', 'invalid_steps') if k in rec and rec[k] is not None]
     print(' '.join(f'{k}={rec[k]:g}' if isinstance(rec[k], float) else f'{k}={rec[k]}' for k in keys) + f'  -> {out}')
+
+# %% ../nbs/api/70_cli.ipynb #9a0c1002
+@command('gpu-check')
+def gpu_check_command(dry_run:bool=False, # walk every step on this CPU, the device work left out
+                      only:str='', # comma-separated steps: env, notebooks, nvml, ablation, capacity, serve, soak, report (default: all)
+                      out:str=None, # the folder (default: reports/<device>-gpu-check; a temporary one for a dry run)
+                      device:str='cuda', # the device under test
+                      model:str='gte-base-zh', # the embedding model of the ablation, the capacity search and the service
+                     ) -> int:
+    "Every CUDA path and the GPU results in one prepared run of under eight minutes"
+    from gte_bench.gpucheck import gpu_check
+    s = gpu_check(out, dry_run, only, device, model)
+    return int(any(r['status'] in ('failed', 'cut', 'error') for r in s['steps']))
 
 # %% ../nbs/api/70_cli.ipynb #933367ea
 @command('readme')

@@ -849,6 +849,7 @@ def service_load(run, # the run context
                  url:str='', # the service, e.g. http://127.0.0.1:8000 ('' starts gte-bench serve with `model`)
                  model:str='bge-small-zh-v1.5', # what gte-bench serve serves when `url` is '' (a preset of the kinds' family, saved as a checkpoint first, or a folder)
                  batching:str='dynamic', toggles:str='', # gte-bench serve's, when it is started here
+                 device:str='cpu', # where gte-bench serve runs the model when it is started here, and where the reference is computed (fp32)
                  api:str='openai', # request kinds with weights: 'openai', 'openai-base64', 'tei', 'infinity', 'similarity', 'match', 'extract', 'template', e.g. 'openai:0.7,similarity:0.3'
                  template:str='', template_path:str='/', template_vectors:str='', # the 'template' kind (template_api)
                  flow:str='steps', # steps | ramp | search | soak
@@ -887,14 +888,14 @@ def service_load(run, # the run context
     task, svc = tasks[0], None
     if not url:
         folder = model if Path(model).is_dir() else save_checkpoint(Path(tempfile.mkdtemp(prefix='gte_bench_ckpt_')) / model, model, task, seed=seed)
-        run.phase('start'); svc = Service(model=str(folder), task=task, batching=batching, toggles=toggles or None).start()
+        run.phase('start'); svc = Service(model=str(folder), task=task, batching=batching, toggles=toggles or None, device=device).start()
         url, pid, ref_model = svc.url, svc.pid, str(folder)
     else: ref_model = None
     try:
         if pid and svc is None: run.adopt(pid)
         ref = (Reference.toy() if reference == 'toy' else None if reference == 'none' else
-               Reference.from_model(ref_model, task, seed=seed) if reference == 'auto' and ref_model else
-               None if reference == 'auto' else Reference.from_model(reference, task, seed=seed))
+               Reference.from_model(ref_model, task, seed=seed, device=device) if reference == 'auto' and ref_model else
+               None if reference == 'auto' else Reference.from_model(reference, task, seed=seed, device=device))
         reqs = workload(load_texts(corpus), apis, api, lengths, inputs, bad_share, n_requests, model, seed, ref.tokens if ref else None)
         t = Target(url.rstrip('/'), apis, reqs, ref, pid or None, '/metrics', slo_ms, percentile, max_error_rate)
         kw = dict(duration_s=duration_s, warmup_s=warmup_s, requests=requests, timeout_s=timeout_s, connections=connections, arrival=arrival,

@@ -13,9 +13,9 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['ABLATION_BASE', 'ABLATION', 'ABLATION_KEYS', 'CAPACITY', 'SERVE_KEYS', 'STEP_KEYS', 'STEPS', 'TOTAL_BUDGET_S', 'Skip',
-           'Ctx', 'step_env', 'cuda_notebooks', 'step_notebooks', 'step_nvml', 'step_ablation', 'step_capacity',
-           'serve_params', 'soak_params', 'step_serve', 'step_soak', 'step_report', 'Step', 'plan', 'device_slug',
-           'gpu_check']
+           'Ctx', 'declared_ranges', 'step_env', 'cuda_notebooks', 'step_notebooks', 'step_nvml', 'step_ablation',
+           'step_capacity', 'serve_params', 'soak_params', 'step_serve', 'step_soak', 'step_report', 'Step', 'plan',
+           'device_slug', 'gpu_check']
 
 # %% ../nbs/api/90_gpucheck.ipynb #9a0c0007
 class Skip(Exception):
@@ -51,15 +51,33 @@ class Ctx:
         return value
 
 # %% ../nbs/api/90_gpucheck.ipynb #9a0c000b
+def declared_ranges(names=('torch', 'transformers', 'nvidia-ml-py')) -> dict:
+    "What pyproject.toml declares for `names`, each against the version installed: name -> (specifier, version, within)"
+    try: import tomllib
+    except ImportError: return {}                      # Python 3.10: no TOML reader in the standard library
+    from importlib.metadata import version, PackageNotFoundError
+    from packaging.requirements import Requirement
+    from gte_bench.env import project_root
+    deps = [Requirement(d) for d in tomllib.loads((project_root() / 'pyproject.toml').read_text())['project']['dependencies']]
+    out = {}
+    for r in deps:
+        if r.name not in names: continue
+        try: v = version(r.name)
+        except PackageNotFoundError: v = None
+        out[r.name] = (str(r.specifier), v, v is not None and r.specifier.contains(v, prereleases=True))
+    return out
+
 def step_env(ctx:Ctx) -> dict:
-    "The environment, written to env.json; the device's name, torch, CUDA, driver and NVML in the result"
+    "The environment, written to env.json; the device's name, torch, CUDA, driver and NVML in the result, and the declared ranges checked"
     from gte_bench.env import capture_env
-    env = capture_env()
+    env, ranges = capture_env(), declared_ranges()
     (ctx.out / 'env.json').write_text(json.dumps(env, indent=1, default=str))
     out = {k: env.get(k) for k in ('torch_gpu_names', 'gpu_count', 'driver', 'cuda_runtime', 'cuda_available', 'nvml', 'torch',
                                    'transformers', 'python', 'cpu_model')}
     out['line'] = (f"{env.get('torch_gpu_names') or 'no GPU'}; torch {env.get('torch')}, CUDA {env.get('cuda_runtime')}, "
                    f"driver {env.get('driver')}, transformers {env.get('transformers')}")
+    out['declared'] = {k: dict(spec=s, installed=v, within=w) for k, (s, v, w) in ranges.items()}
+    if bad := [f'{k} {v} not {s}' for k, (s, v, w) in ranges.items() if not w]: out.update(status='failed', line=out['line'] + '; ' + ', '.join(bad))
     return out
 
 # %% ../nbs/api/90_gpucheck.ipynb #9a0c000d

@@ -6,11 +6,11 @@ Docs: https://gte-bench.github.io/gte_bench/api/serve.html.md"""
 
 # %% ../nbs/api/80_serve.ipynb #344e849e
 from __future__ import annotations
-import asyncio, base64, collections, logging, math, os, signal, socket, subprocess, sys, tempfile, threading, time
+import asyncio, base64, collections, copy, logging, math, os, signal, socket, subprocess, sys, tempfile, threading, time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -266,12 +266,15 @@ class Model:
         self.toggles = self.runner.toggles                # what was applied, after the plan's skips
         self.max_length = self.toggles.max_length
         self.tokenized = type(self.adapter).token_ids is not Adapter.token_ids
+        # SiameseUIE tokenizes inside its computation, with padding; a fast tokenizer's padding and truncation are state,
+        # so counting a request's tokens on the tokenization thread with the same one would change them mid-call
+        self.counter = self.adapter if self.tokenized else replace(self.adapter, tokenizer=copy.deepcopy(self.adapter.tokenizer))
         self.specials = set(self.adapter.tokenizer.all_special_ids)
         self.max_forward_tokens = max_forward_tokens or (16384 if self.adapter.device.type == 'cuda' else 1024)
 
     def prepare(self, items:list) -> tuple[list, list[int]]:
         "Token ids of each input and its real tokens; 413 for one over `max_length` unless truncating, 400 for one with no token"
-        if not self.tokenized: return items, [self.adapter.count_tokens([x])[0] for x in items]
+        if not self.tokenized: return items, [self.counter.count_tokens([x])[0] for x in items]
         L = self.max_length
         seqs = self.adapter.token_ids(items, L if self.truncate else L + 1)
         n = [len(s[0]) for s in seqs]

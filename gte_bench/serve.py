@@ -307,8 +307,9 @@ class ServeState:
     def load(self):
         "Load the model and start the batcher (on a thread); a failure is kept for /health and stops the service"
         try:
-            self.model = Model(**self.model_kw, truncate=self.limits.truncate, max_forward_tokens=self.limits.max_forward_tokens)
-            self.batcher = Batcher(self.model.compute, self.limits, self.dynamic, self.metrics, lambda: self.arriving).start()
+            model = Model(**self.model_kw, truncate=self.limits.truncate, max_forward_tokens=self.limits.max_forward_tokens)
+            self.batcher = Batcher(model.compute, self.limits, self.dynamic, self.metrics, lambda: self.arriving).start()
+            self.model = model                    # last: a service with a model has its batcher (/health and the routes read it)
         except Exception as e:
             self.failed = f"{type(e).__name__}: {e}"
             logging.getLogger('gte_bench.serve').error('loading %s failed: %s', self.name, self.failed)

@@ -13,9 +13,9 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['ABLATION_BASE', 'ABLATION', 'ABLATION_KEYS', 'CAPACITY', 'SERVE_KEYS', 'STEP_KEYS', 'STEPS', 'TOTAL_BUDGET_S', 'Skip',
-           'Ctx', 'declared_ranges', 'step_env', 'cuda_notebooks', 'step_notebooks', 'step_nvml', 'step_ablation',
-           'step_capacity', 'serve_params', 'soak_params', 'step_serve', 'step_soak', 'step_report', 'Step', 'plan',
-           'device_slug', 'gpu_check']
+           'Ctx', 'declared_ranges', 'step_env', 'cuda_notebooks', 'cuda_cells', 'unbound_names', 'step_notebooks',
+           'step_nvml', 'step_ablation', 'step_capacity', 'serve_params', 'soak_params', 'step_serve', 'step_soak',
+           'step_report', 'Step', 'plan', 'device_slug', 'gpu_check']
 
 # %% ../nbs/api/90_gpucheck.ipynb #9a0c0007
 class Skip(Exception):
@@ -86,25 +86,65 @@ def cuda_notebooks(root:Path) -> dict[str, int]:
     out = {}
     for nb in sorted((root / 'nbs').rglob('*.ipynb')):
         if '.ipynb_checkpoints' in nb.parts: continue
-        cells = json.loads(nb.read_text(encoding='utf-8'))['cells']
-        n = sum(c['cell_type'] == 'code' and bool(re.search(r'^#\|\s*cuda\b', ''.join(c['source']), re.M)) for c in cells)
+        n = sum(kind == 'cuda' for kind, _ in cuda_cells(nb))
         if n: out[str(nb.relative_to(root))] = n
     return out
 
+def _only_imports(src:str) -> bool:
+    import ast
+    try: body = ast.parse(src).body
+    except SyntaxError: return False
+    return bool(body) and all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body)
+
+def cuda_cells(nb:Path) -> list[tuple[str, str]]:
+    "(kind, source) of what a notebook's `#| cuda` cells need, in order: its exported and import cells, and the cuda cells"
+    out = []
+    for c in json.loads(Path(nb).read_text(encoding='utf-8'))['cells']:
+        if c['cell_type'] != 'code': continue
+        src = ''.join(c['source'])
+        kind = ('cuda' if re.search(r'^#\|\s*cuda\b', src, re.M) else 'export' if re.search(r'^#\|\s*export\b', src, re.M)
+                else 'import' if _only_imports(src) else None)
+        if kind: out.append((kind, src))
+    return out
+
+def unbound_names(cells:list[tuple[str, str]]) -> list[str]:
+    "Names the `#| cuda` cells read that no selected cell defines (a static check: they would need a skipped cell)"
+    import ast, builtins
+    defined, used = set(dir(builtins)), set()
+    for kind, src in cells:
+        t = ast.parse(src)
+        for n in ast.walk(t):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)): defined.add(n.id)
+            elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): defined.add(n.name)
+            elif isinstance(n, ast.arg): defined.add(n.arg)
+            elif isinstance(n, (ast.Import, ast.ImportFrom)): defined.update((a.asname or a.name).split('.')[0] for a in n.names)
+            elif kind == 'cuda' and isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load): used.add(n.id)
+    return sorted(used - defined)
+
 def step_notebooks(ctx:Ctx) -> dict:
-    "nbdev-test --flags cuda on the notebooks with #| cuda cells"
+    "The #| cuda cells of every notebook that has them, after its exported and import cells, in execnb's shell"
     from gte_bench.env import project_root
     root = project_root(); nbs = cuda_notebooks(root)
     if not nbs: raise Skip('no notebook has #| cuda cells')
-    if importlib.util.find_spec('nbdev') is None: raise Skip('nbdev is not installed here: carry its wheels (make gpu-wheels)')
-    args = ['--flags', 'cuda', '--n-workers', '1', '--file-re', '(' + '|'.join(re.escape(Path(n).stem) for n in nbs) + r')\.ipynb$']
-    out = dict(notebooks=nbs, args=' '.join(args), line=f"{sum(nbs.values())} cuda cells in {', '.join(Path(n).stem for n in nbs)}")
+    if importlib.util.find_spec('execnb') is None: raise Skip('execnb (nbdev\'s) is not installed here: carry its wheels (make gpu-wheels)')
+    out = dict(notebooks=nbs, line=f"{sum(nbs.values())} cuda cells in {', '.join(Path(n).stem for n in nbs)}")
+    if bad := {n: u for n in nbs if (u := unbound_names(cuda_cells(root / n)))}:
+        return dict(out, status='failed', unbound=bad, line=f'cuda cells read names only skipped cells define: {bad}')
     ctx.need_cuda()
     if ctx.dry: return out
-    p = subprocess.run([sys.executable, '-c', 'from nbdev.test import nbdev_test; nbdev_test()', *args], cwd=root, capture_output=True,
-                       text=True, timeout=max(5, ctx.budget_s - 10), env={**os.environ, 'IN_TEST': '1', 'MPLBACKEND': 'Agg'})
-    out.update(returncode=p.returncode, tail=(p.stdout + p.stderr)[-2000:], status='ok' if p.returncode == 0 else 'failed')
-    out['line'] += f": nbdev-test exited {p.returncode}"
+    from execnb.shell import CaptureShell
+    os.environ.update(IN_TEST='1', MPLBACKEND='Agg')
+    for n in nbs:
+        os.chdir(root / Path(n).parent); sh, t0, ran = CaptureShell(), time.monotonic(), 0
+        for kind, src in cuda_cells(root / n):
+            sh.run(src); ran += kind == 'cuda'
+            if sh.exc:
+                out[n] = ctx.keep(n, dict(status='failed', cuda_cells_run=ran, cell=src.splitlines()[1][:120] if '\n' in src else src[:120],
+                                          error=repr(sh.exc)[:800]))
+                break
+        else: out[n] = ctx.keep(n, dict(status='ok', cuda_cells_run=ran, seconds=round(time.monotonic() - t0, 1)))
+    failed = [Path(n).stem for n in nbs if out[n]['status'] != 'ok']
+    out.update(status='failed' if failed else 'ok', line=out['line'] + (f": failed in {', '.join(failed)}" if failed else ': all passed'))
     return out
 
 # %% ../nbs/api/90_gpucheck.ipynb #9a0c0011

@@ -515,8 +515,8 @@ class Reference:
     "What replies should say, computed offline: each item's output (vector, class probabilities or spans) and its token count"
     def __init__(self, outputs:Callable[[list], Sequence], # items -> the output of each
                  tokens:Callable[[list], list[int]]|None=None, # items -> prompt tokens of each
-                 name:str='', task:str='embed'):
-        self._outputs, self.tokens, self.name, self.task, self.cache = outputs, tokens, name, task, {}
+                 name:str=''):
+        self._outputs, self.tokens, self.name, self.cache = outputs, tokens, name, {}
 
     def outputs(self, items:Sequence) -> list:
         "Outputs of `items`, each computed once"
@@ -544,7 +544,7 @@ class Reference:
             out = lambda xs: orjson.loads(orjson.dumps(a(its(xs), use_oracle=False)))      # as JSON carries them
             tok = lambda xs: [a.count_tokens([i])[0] for i in its(xs)]
         else: raise ValueError(f"task {task!r} is not embed, match or extract")
-        return cls(out, tok, str(model), task)
+        return cls(out, tok, str(model))
 
     @classmethod
     def toy(cls, dim:int=64) -> Reference:

@@ -59,6 +59,11 @@ def _unavailable(nv, e:BaseException) -> bool:
     return isinstance(e, getattr(nv, 'NVMLError_NotSupported', ())) or getattr(e, 'value', None) in codes
 
 # %% ../nbs/api/30_telemetry.ipynb #c2e897cd
+def _procs_mem_mb(nv, h, pids) -> float|None:
+    "MB that processes `pids` hold on device `h`, as NVML lists them; None when it lists none of them"
+    mb = [p.usedGpuMemory / MB for p in nv.nvmlDeviceGetComputeRunningProcesses(h) if p.pid in pids and p.usedGpuMemory is not None]
+    return sum(mb) if mb else None
+
 class _NvmlReader:
     "Reads every NVML field of the chosen devices once per tick; a field a device cannot give is None"
     def __init__(self, nv, indices:Sequence[int], pcie_every:int):
@@ -82,10 +87,7 @@ class _NvmlReader:
         self.slow = dict(pcie_tx_kbps=lambda h: nv.nvmlDeviceGetPcieThroughput(h, tx),
                          pcie_rx_kbps=lambda h: nv.nvmlDeviceGetPcieThroughput(h, rx))
 
-    def _proc_mem(self, h):
-        for p in self.nv.nvmlDeviceGetComputeRunningProcesses(h):
-            if p.pid == self.pid: return None if p.usedGpuMemory is None else p.usedGpuMemory / MB
-        return None
+    def _proc_mem(self, h): return _procs_mem_mb(self.nv, h, {self.pid})
 
     def _get(self, dev, name, f, h):
         if (dev, name) in self.unavailable: return None
@@ -121,13 +123,12 @@ class ProcGpuMemory:
 
     def read(self, pids) -> float|None:
         "MB that processes `pids` hold on every device; None when NVML lists none of them"
-        pids, total, seen = set(pids), 0.0, False
+        pids, found = set(pids), []
         for h in self.handles:
-            try: procs = self.nv.nvmlDeviceGetComputeRunningProcesses(h)
-            except Exception: continue
-            for p in procs:
-                if p.pid in pids and p.usedGpuMemory is not None: total += p.usedGpuMemory / MB; seen = True
-        return total if seen else None
+            try: v = _procs_mem_mb(self.nv, h, pids)
+            except Exception: continue                   # a device that cannot list its processes
+            if v is not None: found.append(v)
+        return sum(found) if found else None
 
     def close(self):
         if self.owned and self.nv is not None:

@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:  make bench  (the default CPU sweep + report)  and  make test  (the suite);
-# make lab  opens the notebooks in JupyterLab.
+# make lab  opens the notebooks in JupyterLab;  make docs  builds the docs site into _docs/.
 # All three create .venv and install what they need when it is missing or pyproject.toml changed.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -17,7 +17,7 @@ export MPLBACKEND := Agg
 # `HF_HUB_OFFLINE=0 make bench SWEEP=...` lets a sweep of real hub ids download them.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest pytest compat floor clean-runs infinity serve-bench locust load-bench gpu-check gpu-wheels
+.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest docs docs-deps pytest compat floor clean-runs infinity serve-bench locust load-bench gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,10 @@ bench: $(STAMP)
 	@$(BIN)/gte-bench sweep $(SWEEP) --out $(OUT); rc=$$?; \
 	if [ $$rc -le 1 ]; then $(BIN)/gte-bench report $(OUT) || exit $$?; fi; exit $$rc
 
-test: $(STAMP) check-clean check-export check-readme nbtest pytest compat
+# The docs build executes every notebook as nbdev-test does (tools/docs calls nbdev's own nbdev_test), so in the
+# suite it is the notebook test run; the site it builds is what tests/test_site.py opens in a browser.
+test: SITE = $(CURDIR)/_docs
+test: $(STAMP) check-clean check-export check-readme docs pytest compat
 
 check-clean: $(STAMP)
 	@tools/check-unchanged $(BIN)/nbdev-clean
@@ -54,8 +57,24 @@ check-readme: $(STAMP)
 nbtest: $(STAMP)
 	IN_TEST=1 $(BIN)/nbdev-test --n-workers 2
 
-pytest: $(STAMP)
-	$(BIN)/python -m pytest
+# The docs site (tools/docs): notebooks executed, processed by nbdev, rendered by Quarto when `quarto` is on PATH,
+# else by Sphinx + myst-nb + furo. Preview: python3 -m http.server -d _docs --bind 127.0.0.1
+docs: $(STAMP) docs-deps
+	$(BIN)/python tools/docs
+
+# What the site's browser test needs from Debian: the headless Chromium that playwright drives, and a CJK font.
+DOCS_DEBS := chromium-headless-shell fonts-wqy-microhei fontconfig
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+docs-deps:
+	@missing=$$(for p in $(DOCS_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; fi
+
+# GTE_BENCH_SITE: the site tests/test_site.py opens (under `make test`, the one `docs` built); empty, it builds its own.
+SITE ?=
+pytest: $(STAMP) docs-deps
+	GTE_BENCH_SITE=$(SITE) $(BIN)/python -m pytest
 
 # The declared floor of transformers (pyproject.toml), overlaid on the venv through PYTHONPATH with the tokenizers
 # and huggingface-hub it was released with; the tests that load or run models run again on it (not the data

@@ -82,9 +82,9 @@ def step_env(ctx:Ctx) -> dict:
 
 # %% ../nbs/api/90_gpucheck.ipynb #9a0c000d
 def cuda_notebooks(root:Path) -> dict[str, int]:
-    "Notebooks under `root`/nbs with `#| cuda` cells: path -> how many"
+    "The library's notebooks (`root`/nbs/api) with `#| cuda` cells: path -> how many"
     out = {}
-    for nb in sorted((root / 'nbs').rglob('*.ipynb')):
+    for nb in sorted((root / 'nbs' / 'api').rglob('*.ipynb')):
         if '.ipynb_checkpoints' in nb.parts: continue
         n = sum(kind == 'cuda' for kind, _ in cuda_cells(nb))
         if n: out[str(nb.relative_to(root))] = n

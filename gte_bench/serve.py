@@ -140,7 +140,7 @@ DURATION_BUCKETS = tuple(1e-5 * 1.5 ** k for k in range(1, 36))
 class Metrics:
     "The service's Prometheus metrics, in a registry of its own"
     def __init__(self, max_length:int=512):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
         r = self.registry = CollectorRegistry()
         h = lambda name, doc, buckets=DURATION_BUCKETS: Histogram(name, doc, buckets=buckets, registry=r)
         self.requests = Counter('te_request_count', 'Requests received', ['method'], registry=r)
@@ -156,6 +156,7 @@ class Metrics:
         self.batch_tokens = h('te_batch_next_tokens', 'Tokens in a batch', tuple(2.0 ** k for k in range(21)))
         self.batch_inference = h('te_batch_inference_duration', 'Inference time of a batch, s')
         self.queue_size = Gauge('te_queue_size', 'Requests in the queue', registry=r)
+        ProcessCollector(registry=r)        # process_resident_memory_bytes, process_cpu_seconds_total: a soak's leak watch by URL
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
@@ -406,7 +407,8 @@ def make_app(model:str|None=None, task:str='embed', toggles:str|None=None, devic
             items = parse(body) if parse else None
             outs, tokens, headers = await infer(state, items, t0) if parse else (None, 0, {})
             out = answer(items, outs, tokens, body)
-            m.success.labels(method).inc(); m.duration.observe(time.perf_counter() - t0)
+            m.success.labels(method).inc()
+            if parse: m.duration.observe(time.perf_counter() - t0)      # as TEI's: requests that carried inputs
             return reply(200, out, headers) if isinstance(out, bytes) else out
         except ServeError as e:
             m.failure.labels({400: 'validation', 413: 'validation', 401: 'auth', 429: 'overloaded'}.get(e.status, 'unavailable')).inc()

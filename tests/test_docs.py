@@ -1,19 +1,10 @@
-"Every notebook goes through nbdev's own doc processing (exported, import and show_doc cells executed) cleanly."
+"""nbdev's doc processing of every notebook runs in the docs build (tools/docs, which `make test` runs and
+tests/test_site.py runs when alone); tools/check-docs runs the same processing on given notebooks."""
 import subprocess, sys
 
 import pytest
 
 from conftest import ROOT
-
-NOTEBOOKS = sorted(p for p in (ROOT / 'nbs').rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts)
-
-
-@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT / 'nbs')))
-def test_nbdev_processing(nb):
-    r = subprocess.run([sys.executable, str(ROOT / 'tools' / 'check-docs'), str(nb)], capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-4000:]
-
 
 def test_check_docs_catches_a_mixed_cell(tmp_path):
     "The check can fail: a cell mixing an import with a test is reported"

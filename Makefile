@@ -59,14 +59,14 @@ nbtest: $(STAMP)
 
 # The docs site (tools/docs): notebooks executed, processed by nbdev, rendered by Quarto when `quarto` is on PATH,
 # else by Sphinx + myst-nb + furo. Preview: python3 -m http.server -d _docs --bind 127.0.0.1
-docs: $(STAMP) docs-deps
+docs: $(STAMP)
 	$(BIN)/python tools/docs
 
 # What the site's browser test needs from Debian: the headless Chromium that playwright drives, and a CJK font.
 DOCS_DEBS := chromium-headless-shell fonts-wqy-microhei fontconfig
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 docs-deps:
-	@missing=$$(for p in $(DOCS_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(DOCS_DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing Debian packages:" $$missing; \
 	  $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; fi

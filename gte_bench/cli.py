@@ -273,6 +273,7 @@ def load_command(url:str=None, # the service, e.g. http://127.0.0.1:8000 (defaul
                  timeout_s:float=30.0, # per request
                  searches:int=3, # search: how many, for the median and range
                  max_level:float=256, # search: the highest level probed
+                 precision:float=0.05, # search: it ends when the bracket is this narrow, relative to its top
                  window_s:float=60.0, # soak: SLO compliance per window
                  template:str='', # the template kind's JSON body, with "{text}" or "{texts}"
                  template_path:str='/', template_vectors:str='', # its route, and the dotted path to vectors in its reply
@@ -289,7 +290,7 @@ def load_command(url:str=None, # the service, e.g. http://127.0.0.1:8000 (defaul
     params = dict(scenario=(spec := 'gte_bench.loadtest:service_load'), url=url or '', model=model, mode='open' if rate else 'closed', levels=rate or concurrency or '1,4,16,64',
                   flow=flow, api=api, duration_s=duration_s, requests=requests, warmup_s=warmup_s, slo_ms=slo_ms, percentile=percentile,
                   corpus=corpus, lengths=lengths, inputs=inputs, bad_share=bad_share, reference=reference, arrival=arrival,
-                  processes=processes, connections=connections, timeout_s=timeout_s, searches=searches, max_level=max_level,
+                  processes=processes, connections=connections, timeout_s=timeout_s, searches=searches, max_level=max_level, precision=precision,
                   window_s=window_s, template=template, template_path=template_path, template_vectors=template_vectors,
                   pid=pid, batching=batching, device=device, seed=seed, tag=tag or time.strftime('%Y%m%dT%H%M%S'))
     rec = run_scenario(spec, params, out)

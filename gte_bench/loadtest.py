@@ -816,10 +816,12 @@ def soak(t:Target, level:float, mode:str='closed', duration_s:float=1800.0, wind
     from gte_bench.telemetry import leak_check
     import pandas as pd
     m = step(t, level, mode, duration_s=duration_s, warmup_s=warmup_s, window_s=window_s, watch_every_s=1.0, **kw)
-    wins, mem, gpu = sorted(m.pop('windows', {}).items()), m.pop('memory', []), m.pop('gpu_memory', [])
+    got, mem, gpu = m.pop('windows', {}), m.pop('memory', []), m.pop('gpu_memory', [])
     if on_record: on_record(m)
-    rows = [dict(window_s=s, n=h.n, p95_ms=h.pct(t.percentile), errors=e, ok=bool(h.n and h.pct(t.percentile) <= t.slo_ms
-                 and e <= t.max_error_rate * (h.n + e))) for s, (h, e) in wins if 0 <= s < duration_s]
+    # every window of the soak, keyed as drive keys them: one in which nothing finished (a stall) is a failed window
+    wins = [(w, got.get(w, (Hist(), 0))) for w in (i * window_s for i in range(max(1, math.ceil(duration_s / window_s - 1e-9))))]
+    rows = [dict(window_s=s, n=h.n, p95_ms=h.pct(t.percentile) if h.n else math.nan, errors=e,
+                 ok=bool(h.n and h.pct(t.percentile) <= t.slo_ms and e <= t.max_error_rate * (h.n + e))) for s, (h, e) in wins]
     out = dict(windows=len(rows), slo_compliance=float(np.mean([r['ok'] for r in rows])) if rows else math.nan,
                soak_windows=orjson.dumps(rows).decode())
     for key, series, name in (('server_leak', mem, 'server_rss_mb'), ('server_gpu_leak', gpu, 'server_gpu_mem_mb')):

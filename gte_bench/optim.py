@@ -407,7 +407,10 @@ def ablate(model:str|None, # preset, folder or hub id (None: the family's preset
         try:
             r = Runner(model, req, device, seed, task)
             res.update(effective=r.toggles.label, skipped='; '.join(f'{k}: {v}' for k, v in r.skipped.items()))
-            if r.skipped and r.toggles == base_t: res.update(status='skipped', error=f"nothing left to measure: {res['skipped']}")
+            # nothing asked for applies: the runner fell back to the baseline, or to naive (a baseline of its own is not the
+            # variant's starting point), and timing that would record the fallback under the variant's name
+            if r.skipped and (r.toggles == base_t or not (r.toggles.changed().items() & req.changed().items())):
+                res.update(status='skipped', error=f"nothing left to measure: {res['skipped']}")
             else: res.update(_measure(r, base, stream, fid_items, fid_opts, ref, rounds))
             del r
         except Exception as e:                           # one broken toggle set must not lose the others

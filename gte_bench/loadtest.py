@@ -20,12 +20,12 @@ from .stats import max_claimable_pct
 from .telemetry import ProcGpuMemory
 
 # %% auto #0
-__all__ = ['ARRIVALS', 'APIS', 'LENGTHS', 'STAGE_HEADERS', 'FLOWS', 'RAW', 'order_ranks', 'Hist', 'arrivals', 'Reply', 'Api',
-           'template_api', 'Req', 'bad_bodies', 'weights', 'workload', 'toy_vectors', 'toy_tokens', 'toy_app',
-           'toy_main', 'toy_service', 'status_class', 'Step', 'run_async', 'drive', 'Reference', 'check_reply',
-           'fidelity', 'scrape', 'ServerWatch', 'Target', 'measure', 'summarize', 'held', 'step', 'knee', 'ramp',
-           'search', 'repeated_search', 'soak', 'step_line', 'service_load', 'trivial_main', 'pinned',
-           'trivial_service', 'affinity', 'locust_run', 'generator_compare']
+__all__ = ['ARRIVALS', 'APIS', 'LENGTHS', 'STAGE_HEADERS', 'FLOWS', 'SERVERS', 'RAW', 'order_ranks', 'Hist', 'arrivals', 'Reply',
+           'Api', 'template_api', 'Req', 'bad_bodies', 'weights', 'usage_counter', 'workload', 'toy_vectors',
+           'toy_tokens', 'toy_app', 'toy_main', 'toy_service', 'status_class', 'Step', 'run_async', 'drive',
+           'Reference', 'check_reply', 'fidelity', 'scrape', 'ServerWatch', 'Target', 'measure', 'summarize', 'held',
+           'step', 'knee', 'ramp', 'search', 'repeated_search', 'soak', 'step_line', 'service_load', 'batch_ceiling',
+           'serve_compare', 'trivial_main', 'pinned', 'trivial_service', 'affinity', 'locust_run', 'generator_compare']
 
 # %% ../nbs/api/81_loadtest.ipynb #0d7a5ef4
 def _binom_cdf(k:int, n:int, q:float) -> float:
@@ -149,11 +149,12 @@ class Api:
     one:bool=False # one item per request, whatever `inputs` says
     item:Callable[[str], object]=lambda t: t # an item made of a text: what its malformed requests carry
     bad:tuple=() # (label, JSON body) of malformed requests of its own, each due a 4xx
+    usage:str='tokens' # what the reply's `usage` counts: 'tokens' (special ones included, as TEI's and OpenAI's), 'chars' (infinity's default), 'none'
 
 APIS = {a.name: a for a in [
     Api('openai', '/v1/embeddings', lambda t, m: dict(input=t, model=m, encoding_format='float'), _openai),
     Api('openai-base64', '/v1/embeddings', lambda t, m: dict(input=t, model=m, encoding_format='base64'), _openai),
-    Api('infinity', '/embeddings', lambda t, m: dict(input=t, model=m, encoding_format='float'), _openai),
+    Api('infinity', '/embeddings', lambda t, m: dict(input=t, model=m, encoding_format='float'), _openai, usage='chars'),
     Api('tei', '/embed', lambda t, m: dict(inputs=t), lambda d: Reply(np.asarray(d, dtype=np.float32))),
     Api('similarity', '/similarity', lambda t, m: dict(source=t[0], candidates=t[1:]), _scores, 'scores'),
     Api('match', '/match', lambda ps, m: dict(pairs=[list(p) for p in ps]), _match, 'labels', 'match', _pairs,
@@ -222,6 +223,10 @@ def _chars(item, api:Api) -> int:
     "What a length class measures: a text's characters, a pair's longer address, an extraction item's text"
     return len(item) if isinstance(item, str) else len(item[0]) if api.task == 'extract' else max(map(len, item))
 
+def usage_counter(api:Api, tokens:Callable[[list], list[int]]|None) -> Callable[[list], list[int]]|None:
+    "What `api`'s replies count in `usage`, per item: the reference's tokens, the characters (infinity), or None (unchecked)"
+    return {'tokens': tokens, 'chars': lambda items: [len(x) for x in items]}.get(api.usage)
+
 def workload(texts:Sequence[str], # the pool of texts (kinds with items of their own draw those)
              apis:dict[str, Api], # request kinds by name
              mix:str|dict='', # weights of the kinds, e.g. 'openai:0.7,similarity:0.3' (default: the first kind)
@@ -253,7 +258,7 @@ def workload(texts:Sequence[str], # the pool of texts (kinds with items of their
         k = 1 if api.one else inputs + 1 if api.kind == 'scores' else inputs
         t = tuple(pool[j] for j in rng.integers(0, len(pool), k))
         out.append(Req(api.name, api.path, t, orjson.dumps(api.body(list(t), model)),
-                       tokens=sum(tokens(list(t))) if tokens and api.kind != 'scores' and api.parse else None))
+                       tokens=sum(count(list(t))) if (count := usage_counter(api, tokens)) and api.kind != 'scores' and api.parse else None))
     return out
 
 # %% ../nbs/api/81_loadtest.ipynb #1f7a7711
@@ -922,6 +927,85 @@ def service_load(run, # the run context
     return dict(out, steps=len(steps), rps_at_slo=best['throughput_rps'] if best else 0.0,
                 fid_violations=sum(m.get('fid_violations') or 0 for m in steps), fid_checked=sum(m['fid_checked'] for m in steps),
                 invalid_steps=sum(not m['valid'] for m in steps), service_url=url)
+
+# %% ../nbs/api/81_loadtest.ipynb #5c0a7e07
+def batch_ceiling(model:str, # a checkpoint folder or preset
+                  texts:Sequence[str], # the texts, taken in turn
+                  batches:Sequence[int]=(1, 64), # requests per batch
+                  seconds:float=3.0, # measured per batch size, after one warm-up batch
+                  toggles:str='', # gte-bench serve's toggles beyond its defaults
+                  seed:int=0) -> dict:
+    "Texts per second of gte-bench serve's model computing batches of `n` one-text requests in this process: `model_tps_b{n}`"
+    from gte_bench.serve import Model
+    m, out = Model(model, toggles=toggles or None, seed=seed, truncate=True), {}
+    seqs, _ = m.prepare(list(texts))
+    for b in batches:
+        take = lambda i: [seqs[(i * b + j) % len(seqs)] for j in range(b)]
+        m.compute(take(0))
+        n, t0, i = 0, time.perf_counter(), 1
+        while time.perf_counter() - t0 < seconds or n == 0:
+            m.compute(take(i)); n += b; i += 1
+        out[f'model_tps_b{b}'] = n / (time.perf_counter() - t0)
+    return out
+
+# %% ../nbs/api/81_loadtest.ipynb #5c0a7e02
+SERVERS = dict(dynamic=('openai', dict(batching='dynamic')), none=('openai', dict(batching='none')), infinity=('infinity', None))
+"The servers `serve_compare` knows: the request kind each speaks, and gte-bench serve's settings (None: infinity)"
+
+def serve_compare(run, # the run context
+                  model:str='bge-small-zh-v1.5', # an embedding preset, saved as a checkpoint folder every server loads, or such a folder
+                  corpus:str='addresses', # the texts, one per request
+                  servers:str='dynamic,none,infinity', # which, in this order
+                  concurrency:str='1,16,64', # closed-loop client counts, one step each
+                  duration_s:float=10.0, warmup_s:float=2.0, # per step
+                  requests:int=0, # or a step ends after this many measured requests (or at duration_s, whichever comes first)
+                  slo_ms:float=150.0, # the P95 bound of 'throughput at the SLO'
+                  toggles:str='', # gte-bench serve's toggles beyond its defaults
+                  check_sample:int=200, # replies per step checked against the checkpoint's vectors
+                  n_requests:int=512, # distinct requests, sent in turn
+                  infinity_venv:str='.venv-infinity', seed:int=0,
+                 ) -> dict:
+    "Closed-loop throughput and latency of gte-bench serve (dynamic batching, none) and infinity on one checkpoint, replies checked"
+    from gte_bench.corpora import load_texts
+    from gte_bench.models import save_checkpoint
+    from gte_bench.serve import Service, infinity_service
+    import tempfile
+    names, levels = [s.strip() for s in str(servers).split(',') if s.strip()], [int(c) for c in _levels(concurrency)]
+    if bad := [s for s in names if s not in SERVERS]: raise ValueError(f"server {bad[0]!r} is not one of {list(SERVERS)}")
+    folder = model if Path(model).is_dir() else save_checkpoint(Path(tempfile.mkdtemp(prefix='gte_bench_ckpt_')) / model, model, seed=seed)
+    name_ = Path(model).name
+    run.phase('reference'); ref = Reference.from_model(str(folder), 'embed', seed=seed)
+    texts = load_texts(corpus)
+    run.phase('in-process'); out = batch_ceiling(str(folder), texts, (1, max(levels)), toggles=toggles, seed=seed)
+    out['batching_bound'] = out[f'model_tps_b{max(levels)}'] / out['model_tps_b1']
+    print(f"in process: {out['model_tps_b1']:.1f} texts/s one at a time, {out[f'model_tps_b{max(levels)}']:.1f} in batches of "
+          f"{max(levels)}: batching can gain {out['batching_bound']:.2f}x", flush=True)
+    for name in names:
+        kind, kw = SERVERS[name]
+        apis = {kind: APIS[kind]}
+        reqs = workload(texts, apis, kind, n=n_requests, model=name_, seed=seed, tokens=ref.tokens)
+        run.phase(f'{name}-start'); t0 = time.perf_counter()
+        try: svc = (Service(model=str(folder), toggles=toggles or None, **kw) if kw else infinity_service(folder, name_, infinity_venv)).start()
+        except Exception as e:
+            run.record({}, status='error', error=str(e).splitlines()[0], server=name); out[f'{name}_rps_at_slo'] = math.nan; continue
+        start_s, steps = time.perf_counter() - t0, []
+        try:
+            t = Target(svc.url, apis, reqs, ref, svc.pid, slo_ms=slo_ms)
+            for c in levels:
+                run.phase(f'{name}-{c}')
+                m = step(t, c, 'closed', duration_s=duration_s, warmup_s=warmup_s, requests=requests, seed=seed, check_sample=check_sample)
+                steps.append(m)
+                run.record({**{k: v for k, v in m.items() if k != 'clients'}, 'start_s': start_s}, phase=f'{name}-{c}', items=m['n'],
+                           server=name, clients=c)
+                print(f'{name:>9} ' + step_line(m), flush=True)
+        finally: svc.stop()
+        out[f'{name}_rps_at_slo'] = max((m['throughput_rps'] for m in steps if m['held']), default=0.0)
+        out[f'{name}_rps_max_clients'], out[f'{name}_p95_max_clients'] = steps[-1]['throughput_rps'], steps[-1]['p95_ms']
+        out[f'{name}_fid_checked'] = sum(m['fid_checked'] for m in steps)
+        out[f'{name}_fid_violations'] = sum(m.get('fid_violations') or 0 for m in steps)
+    if out.get('infinity_rps_at_slo'): out['dynamic_vs_infinity_at_slo'] = out.get('dynamic_rps_at_slo', math.nan) / out['infinity_rps_at_slo']
+    if out.get('none_rps_max_clients'): out['dynamic_vs_none_max_clients'] = out.get('dynamic_rps_max_clients', math.nan) / out['none_rps_max_clients']
+    return out
 
 # %% ../nbs/api/81_loadtest.ipynb #77d2534d
 def trivial_main(argv:list[str]|None=None):

@@ -918,9 +918,9 @@ SOAK_PROSE = ('Runs whose timed phase lasted long enough (`soak_min_s`) for `gte
 register_section('soak', [Prose(SOAK_PROSE), Table(soak_table)], select=is_soak, title='Memory over a soak', order=50, claims=False)
 
 # %% ../nbs/api/60_report.ipynb #5c3341e2
-is_serve = by_scenario('serve', 'gte_bench.serve:serve_compare')
-SERVE_STEP_COLUMNS = ['model', 'corpus', 'server', 'clients', 'requests_per_s', 'p50_ms', 'p95_ms', 'p99_ms', 'errors',
-                      'server_cpu_cores', 'server_rss_peak_mb']
+is_serve = by_scenario('serve', 'gte_bench.loadtest:serve_compare', 'gte_bench.serve:serve_compare')
+SERVE_STEP_COLUMNS = ['model', 'corpus', 'server', 'clients', 'throughput_rps', 'p50_ms', 'p95_ms', 'p95_ci_lo_ms', 'p95_ci_hi_ms',
+                      'p99_ms', 'error_rate', 'fid_checked', 'fid_violations', 'server_cpu_cores', 'server_rss_peak_mb', 'valid', 'held']
 
 def serve_slo(df:pd.DataFrame, select:Callable|None=None, # which records (default: the serving benchmark's)
              ) -> float:
@@ -928,27 +928,42 @@ def serve_slo(df:pd.DataFrame, select:Callable|None=None, # which records (defau
     s = df.loc[(select or is_serve)(df), 'slo_ms'].dropna() if 'slo_ms' in df else pd.Series(dtype=float)
     return float(s.iloc[0]) if len(s) else 150.0
 
+def _serve_v1(s:pd.DataFrame, slo:float) -> pd.DataFrame:
+    "Steps of the first serving benchmark (requests_per_s, errors) in today's columns; held: P95 under `slo` with no error"
+    if 'requests_per_s' not in s: return s
+    s, old = s.copy(), s['throughput_rps'].isna() if 'throughput_rps' in s else pd.Series(True, index=s.index)
+    s.loc[old, 'throughput_rps'] = s.loc[old, 'requests_per_s']
+    s.loc[old, 'error_rate'] = s.loc[old, 'errors'] / (s.loc[old, 'n'] + s.loc[old, 'errors']).clip(lower=1)
+    s.loc[old, 'held'] = (s.loc[old, 'errors'] == 0) & (s.loc[old, 'p95_ms'] <= slo)
+    return s
+
 def serve_steps(df:pd.DataFrame) -> pd.DataFrame:
     "One row per server and client count of the serving benchmark, flags marked"
     s = with_flags(df[is_serve(df) & df.get('server', pd.Series(index=df.index, dtype=object)).notna()])
+    s = _serve_v1(s, serve_slo(df))
     return s[[c for c in SERVE_STEP_COLUMNS if c in s] + flag_columns(s)].sort_values(['model', 'corpus', 'server', 'clients']).reset_index(drop=True)
 
 def serve_summary(df:pd.DataFrame) -> pd.DataFrame:
-    "Per model and corpus: each server's requests/s at the SLO and at the most clients (with its P95), and the ratios"
+    "Per model and corpus: each server's requests/s at the SLO and at the most clients (with its P95), the ratios, the in-process bound of batching's, the replies checked"
     steps, rows = serve_steps(df), []
     slo = serve_slo(df)
+    pts = df[is_serve(df) & df.get('server', pd.Series(index=df.index, dtype=object)).isna()]
     for (m, c), g in steps.groupby(['model', 'corpus']):
         row, top = dict(model=m, corpus=c), int(g.clients.max())
         for srv, h in g.groupby('server', sort=False):
-            ok = h[(h.errors == 0) & (h.p95_ms <= slo)]
+            ok = h[h.held.fillna(False).astype(bool)] if 'held' in h else h.iloc[:0]
             last = h[h.clients == top]
-            row[f'{srv} req/s at P95≤{slo:g} ms'] = ok.requests_per_s.max() if len(ok) else 0.0
-            row[f'{srv} req/s at {top} clients'] = last.requests_per_s.iloc[0] if len(last) else np.nan
+            row[f'{srv} req/s at P95≤{slo:g} ms'] = ok.throughput_rps.max() if len(ok) else 0.0
+            row[f'{srv} req/s at {top} clients'] = last.throughput_rps.iloc[0] if len(last) else np.nan
             row[f'{srv} P95 at {top} clients (ms)'] = last.p95_ms.iloc[0] if len(last) else np.nan
         at = lambda srv: row.get(f'{srv} req/s at P95≤{slo:g} ms', np.nan)
         top_rps = lambda srv: row.get(f'{srv} req/s at {top} clients', np.nan)
         if at('infinity'): row['dynamic / infinity at the SLO'] = at('dynamic') / at('infinity')
         if top_rps('none'): row[f'dynamic / none at {top} clients'] = top_rps('dynamic') / top_rps('none')
+        bound = pts.loc[(pts.model == m) & (pts.corpus == c), 'batching_bound'].dropna() if 'batching_bound' in pts else []
+        if len(bound): row[f'in process: batch {top} / batch 1'] = float(bound.median())
+        if 'fid_checked' in g and g.fid_checked.notna().any():
+            row['replies checked'], row['wrong replies'] = int(g.fid_checked.sum()), int(g.fid_violations.fillna(0).sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -963,8 +978,8 @@ def plot_serve(df:pd.DataFrame):
         g = steps[(steps.model == key[0]) & (steps.corpus == key[1])]
         for srv, h in g.groupby('server', sort=False):
             h = h.sort_values('clients')
-            ax.plot(h.requests_per_s, h.p95_ms, marker='o', ms=4, color=colours[srv], label=srv)
-            for r in h.itertuples(): ax.annotate(f"{r.clients:g}", (r.requests_per_s, r.p95_ms), fontsize=6, xytext=(3, 3), textcoords='offset points')
+            ax.plot(h.throughput_rps, h.p95_ms, marker='o', ms=4, color=colours[srv], label=srv)
+            for r in h.itertuples(): ax.annotate(f"{r.clients:g}", (r.throughput_rps, r.p95_ms), fontsize=6, xytext=(3, 3), textcoords='offset points')
         ax.axhline(slo, color='k', ls='--', lw=1, label=f'SLO P95 {slo:g} ms')
         ax.set(yscale='log', xlabel='throughput (requests/s, closed loop)', ylabel='P95 latency (ms)', title=' · '.join(key))
         plain_log_axis(ax, 'y'); ax.legend(fontsize=7)
@@ -972,14 +987,14 @@ def plot_serve(df:pd.DataFrame):
     fig.tight_layout()
     return fig
 
-SERVE_PROSE = ('Closed-loop HTTP clients (aiohttp, on the same machine) send one text per request to each server in '
-               'turn, serving the same checkpoint folder: `dynamic` is gte-bench serve with dynamic micro-batching, '
-               '`none` the same service with one forward per request, `infinity` infinity-emb on its torch engine. '
-               'A step is 10 s after a warm-up; `server_cpu_cores` is what the server process used over it (the rest of '
-               'the machine went to the client). Throughput at the SLO is the best step whose P95 stayed under it; with '
-               'closed-loop client counts as steps, it is a lower bound of what each server holds. A step counts the requests that '
-               'started in its timed window and finished: one whose every request outlasted the window shows 0 requests/s '
-               'and no percentiles.')
+SERVE_PROSE = ('Closed-loop clients (the load generator of `gte-bench load`, on the same machine) send one text per request to '
+               'each server in turn, serving the same checkpoint folder: `dynamic` is gte-bench serve with dynamic '
+               'micro-batching, `none` the same service with one forward per request, `infinity` infinity-emb on its torch '
+               'engine. A step counts the requests that finished in its timed window, after a warm-up; `server_cpu_cores` is '
+               'what the server process used over it (the rest of the machine went to the client). A sample of each step\'s '
+               'replies is checked against the checkpoint\'s own vectors. Throughput at the SLO is the best step that held it '
+               '(P95 under the bound, no errors, no wrong reply, a valid step); with client counts as steps, it is a lower '
+               'bound of what each server holds.')
 
 register_section('serve', [Prose(SERVE_PROSE), Figures([Plot('serve', plot_serve, lambda d: serve_steps(d).shape[0] > 0)]),
                            Table(serve_summary, 'Throughput at the SLO'), Table(serve_steps, 'Every step')],

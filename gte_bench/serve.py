@@ -23,17 +23,15 @@ from fastcore.basics import patch
 from starlette.exceptions import HTTPException
 
 from .corpora import check_pairs, check_uie_items, load_items
-from .models import Adapter, adapter_class, model_source, run_batched, save_checkpoint
+from .models import Adapter, adapter_class, model_source, run_batched
 from .optim import Runner, Toggles
-from .scenarios import scenario
 
 # %% auto #0
-__all__ = ['SERVE_TOGGLES', 'ZERO_OK', 'ERROR_TYPES', 'DURATION_BUCKETS', 'LOOPBACK', 'PARENT_ENV', 'INFINITY_ENV', 'SERVERS',
+__all__ = ['SERVE_TOGGLES', 'ZERO_OK', 'ERROR_TYPES', 'DURATION_BUCKETS', 'LOOPBACK', 'PARENT_ENV', 'INFINITY_ENV',
            'serve_toggles', 'Limits', 'ServeError', 'json_type', 'parse_body', 'check_text', 'text_list', 'pair_list',
            'uie_item', 'Metrics', 'Pending', 'Batcher', 'Model', 'ServeState', 'read_body', 'timing_headers', 'infer',
            'make_app', 'embedding_request', 'vector_json', 'similarity_request', 'add_routes', 'watch_parent', 'serve',
-           'free_port', 'serve_command', 'Service', 'run_sync', 'closed_loop', 'process_tree', 'ProcStats',
-           'infinity_service', 'serve_compare']
+           'free_port', 'serve_command', 'Service', 'run_sync', 'process_tree', 'infinity_service']
 
 # %% ../nbs/api/80_serve.ipynb #4151edb7
 SERVE_TOGGLES = dict(grad_mode='inference_mode', padding='bucket', batch_size=256, max_length=512)
@@ -564,11 +562,12 @@ class Service:
     def __init__(self, cmd:list[str]|None=None, # the command, '{port}' replaced by the port; None: gte-bench serve with `settings`
                  health:str='/health', # the route that answers 200 once it is ready
                  port:int|None=None, host:str='127.0.0.1', env:dict|None=None, # extra environment
-                 start_timeout_s:float=300.0, log:str|Path|None=None, # where its output goes (default: a temporary file)
+                 start_timeout_s:float=300.0, log:str|Path|None=None, # where its output goes (default: a temporary file, removed after a clean exit)
                  **settings, # gte-bench serve's: model, task, toggles, batching, device, limits, api_key, ...
                 ):
         self.cmd, self.health, self.port, self.host, self.env = cmd, health, port, host, env or {}
         self.start_timeout_s, self.settings, self.proc = start_timeout_s, settings, None
+        self.own_log = log is None
         self.log = Path(log) if log else Path(tempfile.mkstemp(prefix='gte_bench_service_', suffix='.log')[1])
 
     @property
@@ -596,52 +595,25 @@ class Service:
         self.stop(); raise TimeoutError(f"{cmd[0]} was not ready within {self.start_timeout_s:g} s:\n{self.log_tail()}")
 
     def stop(self, timeout_s:float=60.0) -> int|None:
-        "SIGTERM to its PID, then wait (SIGKILL to its process group after `timeout_s`); its exit code"
-        if not self.proc or self.proc.poll() is not None: return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try: return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL); return self.proc.wait()
+        "SIGTERM to its PID, then wait (SIGKILL to its process group after `timeout_s`); its exit code. The temporary log of a clean exit goes"
+        if not self.proc: return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try: self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired: os.killpg(self.proc.pid, signal.SIGKILL); self.proc.wait()
+        if self.proc.returncode == 0 and self.own_log: self.log.unlink(missing_ok=True)
+        return self.proc.returncode
 
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
 
 # %% ../nbs/api/80_serve.ipynb #15b41d5d
-async def _closed_loop(url:str, bodies:list[bytes], clients:int, duration_s:float, warmup_s:float, timeout_s:float) -> dict:
-    import aiohttp
-    lat, status = [], collections.Counter()
-    t_measure = time.perf_counter() + warmup_s; t_end = t_measure + duration_s
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
-        async def client(k:int):
-            i = k
-            while time.perf_counter() < t_end:
-                body, i = bodies[i % len(bodies)], i + clients
-                t0 = time.perf_counter()
-                try:
-                    async with s.post(url, data=body, headers={'content-type': 'application/json'}) as r: await r.read(); st = r.status
-                except Exception as e: st = type(e).__name__
-                if t0 >= t_measure:
-                    status[st] += 1
-                    if st == 200: lat.append((time.perf_counter() - t0) * 1e3)
-        await asyncio.gather(*(client(k) for k in range(clients)))
-    return dict(lat=lat, status=dict(status))
-
 def run_sync(coro, run:Callable=asyncio.run, # what runs it: asyncio.run, uvloop.run
             ):
     "Run a coroutine to its end: here, or on a thread of its own where an event loop already runs (a notebook)"
     try: asyncio.get_running_loop()
     except RuntimeError: return run(coro)
     with ThreadPoolExecutor(1) as ex: return ex.submit(run, coro).result()
-
-def closed_loop(url:str, # the route, e.g. http://127.0.0.1:8000/v1/embeddings
-                bodies:list[bytes], # request bodies, sent in turn
-                clients:int=16, duration_s:float=10.0, warmup_s:float=2.0, timeout_s:float=60.0) -> dict:
-    "Throughput and latency percentiles of `clients` closed-loop clients over `duration_s` after `warmup_s`"
-    r = run_sync(_closed_loop(url, bodies, clients, duration_s, warmup_s, timeout_s))
-    lat, n = np.array(r['lat']), len(r['lat'])
-    pct = {f'p{q}_ms': float(np.percentile(lat, q)) if n else math.nan for q in (50, 95, 99)}
-    return dict(clients=clients, n=n, errors=sum(v for k, v in r['status'].items() if k != 200), statuses=str(r['status']),
-                requests_per_s=n / duration_s, mean_ms=float(lat.mean()) if n else math.nan, **pct)
 
 # %% ../nbs/api/80_serve.ipynb #ad25c781
 def process_tree(pid:int) -> list:
@@ -650,22 +622,6 @@ def process_tree(pid:int) -> list:
     p = psutil.Process(pid)
     return [p, *p.children(recursive=True)]
 
-class ProcStats:
-    "CPU cores used and peak RSS of a process and its children over a `with` block"
-    def __init__(self, pid:int, every_s:float=0.2): self.pid, self.every_s, self.peak, self.stop = pid, every_s, 0, threading.Event()
-    def procs(self): return process_tree(self.pid)
-    def cpu_s(self) -> float: return sum(sum(p.cpu_times()[:2]) for p in self.procs())
-    def sample(self):
-        while not self.stop.is_set():
-            try: self.peak = max(self.peak, sum(p.memory_info().rss for p in self.procs()))
-            except Exception: pass
-            self.stop.wait(self.every_s)
-    def __enter__(self):
-        self.cpu0, self.t0 = self.cpu_s(), time.perf_counter()
-        self.thread = threading.Thread(target=self.sample, daemon=True); self.thread.start(); return self
-    def __exit__(self, *exc):
-        self.stop.set(); self.thread.join()
-        self.result = dict(server_cpu_cores=(self.cpu_s() - self.cpu0) / (time.perf_counter() - self.t0), server_rss_peak_mb=self.peak / 2**20)
 
 INFINITY_ENV = dict(HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', DO_NOT_TRACK='1', INFINITY_ANONYMOUS_USAGE_STATS='0')
 "infinity offline and without its usage statistics"
@@ -676,48 +632,3 @@ def infinity_service(folder:str|Path, name:str, venv:str|Path='.venv-infinity') 
     if not exe.exists(): raise FileNotFoundError(f"no infinity at {exe}: run `make infinity` to build its venv")
     return Service([str(exe), 'v2', '--model-id', str(folder), '--served-model-name', name, '--engine', 'torch', '--device', 'cpu',
                     '--no-bettertransformer', '--host', '127.0.0.1', '--port', '{port}', '--log-level', 'warning'], env=INFINITY_ENV)
-
-# %% ../nbs/api/80_serve.ipynb #fb7425f8
-SERVERS = dict(dynamic=('/v1/embeddings', dict(batching='dynamic')), none=('/v1/embeddings', dict(batching='none')),
-               infinity=('/embeddings', None))
-"The servers `serve_compare` knows: route, and gte-bench serve's settings (None: infinity)"
-
-@scenario('serve')
-def serve_compare(run, # the run context
-                  model:str='bge-small-zh-v1.5', # an embedding preset, saved as a checkpoint folder every server loads
-                  corpus:str='addresses', # texts sent one per request, in turn
-                  servers:str='dynamic,none,infinity', # which, in this order
-                  concurrency:str='1,16,64', # closed-loop client counts, one step each
-                  duration_s:float=10.0, warmup_s:float=2.0, # per step
-                  slo_ms:float=150.0, # the P95 bound of 'throughput at the SLO'
-                  toggles:str='', # gte-bench serve's toggles beyond its defaults
-                  infinity_venv:str='.venv-infinity', seed:int=0,
-                 ) -> dict:
-    "Closed-loop throughput and latency of gte-bench serve (dynamic batching, none) and infinity on one checkpoint"
-    folder = save_checkpoint(Path(tempfile.mkdtemp(prefix='gte_bench_ckpt_')) / model, model, seed=seed)
-    bodies = [orjson.dumps(dict(input=t, model=model)) for t in load_items(corpus, 'embed')]
-    levels, out = [int(c) for c in str(concurrency).split(',')], {}
-    for name in str(servers).split(','):
-        if name not in SERVERS: raise ValueError(f"server {name!r} is not one of {list(SERVERS)}")
-        path, kw = SERVERS[name]
-        run.phase(f'{name}-start'); t0 = time.perf_counter()
-        try: svc = (Service(model=str(folder), toggles=toggles or None, **kw) if kw else infinity_service(folder, model, infinity_venv)).start()
-        except Exception as e:
-            run.record({}, status='error', error=str(e).splitlines()[0], server=name); out[f'{name}_rps_at_slo'] = math.nan; continue
-        start_s, steps = time.perf_counter() - t0, []
-        try:
-            for c in levels:
-                run.phase(f'{name}-{c}')
-                with ProcStats(svc.pid) as ps: m = closed_loop(svc.url + path, bodies, c, duration_s, warmup_s)
-                steps.append(m)
-                run.record({**{k: v for k, v in m.items() if k != 'clients'}, **ps.result, 'start_s': start_s},
-                           phase=f'{name}-{c}', items=m['n'], server=name, clients=c)
-                print(f"{name:>9} {c:>3} clients: {m['requests_per_s']:7.1f} req/s  p50 {m['p50_ms']:7.1f}  p95 {m['p95_ms']:7.1f} ms  "
-                      f"errors {m['errors']}  server {ps.result['server_cpu_cores']:.2f} cores {ps.result['server_rss_peak_mb']:.0f} MB", flush=True)
-        finally: svc.stop()
-        ok = [m['requests_per_s'] for m in steps if m['errors'] == 0 and m['p95_ms'] <= slo_ms]
-        out[f'{name}_rps_at_slo'] = max(ok, default=0.0)
-        out[f'{name}_rps_max_clients'], out[f'{name}_p95_max_clients'] = steps[-1]['requests_per_s'], steps[-1]['p95_ms']
-    if out.get('infinity_rps_at_slo'): out['dynamic_vs_infinity_at_slo'] = out.get('dynamic_rps_at_slo', math.nan) / out['infinity_rps_at_slo']
-    if out.get('none_rps_max_clients'): out['dynamic_vs_none_max_clients'] = out.get('dynamic_rps_max_clients', math.nan) / out['none_rps_max_clients']
-    return out

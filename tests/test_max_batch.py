@@ -21,7 +21,7 @@ def test_nothing_fits_below_the_interpreter():
     assert row.seconds < 30, row.seconds                     # stopped when it passed the budget, not after loading
     [(n, ok, peak, reason)] = json.loads(row.trial_log)
     ft.test_eq((n, ok), (1, False))
-    assert peak > 150 and 'stopped' in reason
+    assert peak >= 150 and 'stopped' in reason, (peak, reason)   # the log rounds to 0.1 MB: 150.04 reads 150.0
 
 
 def test_small_search_up_to_the_limit(tmp_path):

@@ -316,7 +316,8 @@ def test_the_serving_benchmark_notebook_under_papermill(tmp_path):
     df = load_results(out_dir)
     steps = df[df['server'].notna()]
     assert sorted(zip(steps.server, steps.clients)) == [('dynamic', 1), ('dynamic', 8), ('none', 1), ('none', 8)]
-    assert (steps.errors == 0).all() and (steps.requests_per_s > 0).all() and (steps.server_cpu_cores > 0).all()
+    assert (steps.error_rate == 0).all() and (steps.throughput_rps > 0).all() and (steps.server_cpu_cores > 0).all()
+    assert (steps.fid_checked > 0).all() and (steps.fid_violations == 0).all()       # replies checked against the checkpoint
     point = df[df['server'].isna()].iloc[0]
-    assert point['dynamic_vs_none_max_clients'] > 0 and point['scenario'] == 'gte_bench.serve:serve_compare'
+    assert point['dynamic_vs_none_max_clients'] > 0 and point['scenario'] == 'gte_bench.loadtest:serve_compare'
     assert 'flags' in steps and 'other_cpu_cores' in steps      # each step says what else used the machine

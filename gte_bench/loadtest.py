@@ -6,7 +6,8 @@ Docs: https://gte-bench.github.io/gte_bench/api/loadtest.html.md"""
 
 # %% ../nbs/api/81_loadtest.ipynb #c6dd2a25
 from __future__ import annotations
-import asyncio, base64, collections, dataclasses, math, os, random, re, statistics, sys, threading, time
+import asyncio, base64, collections, dataclasses, math, os, random, re, shutil, statistics, sys, tempfile, threading, time
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,9 @@ __all__ = ['ARRIVALS', 'APIS', 'LENGTHS', 'STAGE_HEADERS', 'FLOWS', 'SERVERS', '
            'Api', 'template_api', 'Req', 'bad_bodies', 'weights', 'usage_counter', 'workload', 'toy_vectors',
            'toy_tokens', 'toy_app', 'toy_main', 'toy_service', 'status_class', 'Step', 'run_async', 'drive',
            'Reference', 'check_reply', 'fidelity', 'scrape', 'ServerWatch', 'Target', 'measure', 'summarize', 'held',
-           'step', 'knee', 'ramp', 'search', 'repeated_search', 'soak', 'step_line', 'service_load', 'batch_ceiling',
-           'serve_compare', 'trivial_main', 'pinned', 'trivial_service', 'affinity', 'locust_run', 'generator_compare']
+           'step', 'knee', 'ramp', 'search', 'repeated_search', 'soak', 'checkpoint_folder', 'step_line',
+           'service_load', 'batch_ceiling', 'serve_compare', 'trivial_main', 'pinned', 'trivial_service', 'affinity',
+           'locust_run', 'generator_compare']
 
 # %% ../nbs/api/81_loadtest.ipynb #0d7a5ef4
 def _binom_cdf(k:int, n:int, q:float) -> float:
@@ -839,6 +841,16 @@ def soak(t:Target, level:float, mode:str='closed', duration_s:float=1800.0, wind
     return [m], out
 
 # %% ../nbs/api/81_loadtest.ipynb #4a74feda
+@contextmanager
+def checkpoint_folder(model:str, # a checkpoint folder, or a preset (or hub id) to save as one
+                      task:str='embed', seed:int=0):
+    "`model` as a checkpoint folder for a `with` block: itself when it is a folder, else saved into a temporary folder removed at the end"
+    from gte_bench.models import save_checkpoint
+    if Path(model).is_dir(): yield Path(model); return
+    tmp = Path(tempfile.mkdtemp(prefix='gte_bench_ckpt_'))
+    try: yield save_checkpoint(tmp / Path(model).name, model, task, seed=seed)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
 def step_line(m:dict) -> str:
     "One line on a step, as a run prints it"
     lvl = f"{m['clients']:>4} clients" if m.get('clients') else f"{m['rate']:>7g}/s"
@@ -880,9 +892,7 @@ def service_load(run, # the run context
                 ) -> dict:
     "Load a service at a URL: steps, a ramp to the knee, an SLO search or a soak, with every sampled reply checked"
     from gte_bench.corpora import load_texts
-    from gte_bench.models import model_source, save_checkpoint, PRESETS
     from gte_bench.serve import Service
-    import tempfile
     if flow not in FLOWS: raise ValueError(f"flow {flow!r} is not one of {FLOWS}")
     if mode not in ('closed', 'open'): raise ValueError(f"mode {mode!r} is not 'closed' or 'open'")
     lv = _levels(levels)
@@ -893,35 +903,36 @@ def service_load(run, # the run context
     tasks = sorted({a.task for k, a in apis.items() if k != 'template'}) or ['embed']
     if len(tasks) > 1: raise ValueError(f"a service serves one family, and these kinds need {' and '.join(tasks)}: load them in separate runs")
     task, svc = tasks[0], None
-    if not url:
-        folder = model if Path(model).is_dir() else save_checkpoint(Path(tempfile.mkdtemp(prefix='gte_bench_ckpt_')) / model, model, task, seed=seed)
-        run.phase('start'); svc = Service(model=str(folder), task=task, batching=batching, toggles=toggles or None, device=device).start()
-        url, pid, ref_model = svc.url, svc.pid, str(folder)
-    else: ref_model = None
-    try:
-        if pid and svc is None: run.adopt(pid)
-        ref = (Reference.toy() if reference == 'toy' else None if reference == 'none' else
-               Reference.from_model(ref_model, task, seed=seed, device=device) if reference == 'auto' and ref_model else
-               None if reference == 'auto' else Reference.from_model(reference, task, seed=seed, device=device))
-        reqs = workload(load_texts(corpus), apis, api, lengths, inputs, bad_share, n_requests, model, seed, ref.tokens if ref else None)
-        t = Target(url.rstrip('/'), apis, reqs, ref, pid or None, '/metrics', slo_ms, percentile, max_error_rate)
-        kw = dict(duration_s=duration_s, warmup_s=warmup_s, requests=requests, timeout_s=timeout_s, connections=connections, arrival=arrival,
-                  seed=seed, check_sample=check_sample, processes=processes)
-        n_step = [0]
-        def record(m:dict, **keys) -> dict:
-            i = n_step[0]; n_step[0] += 1
-            m.update(keys); run.record(m, phase=f'step-{i}', items=m.get('n'), step=i)
-            print(step_line(m), flush=True); return m
-        def probe(level:float, **keys) -> dict:
-            run.phase(f'step-{n_step[0]}'); return record(step(t, level, mode, **kw), **keys)
-        if flow == 'steps': steps = [probe(l) for l in lv]; out = dict(knee=knee(lv, [m['held'] for m in steps]))
-        elif flow == 'ramp': steps, out = ramp(probe, lv)
-        elif flow == 'search': steps, out = repeated_search(probe, searches, integer=mode == 'closed', start=lv[0], max_level=max_level, rel_precision=precision)
-        else:
-            run.phase('step-0'); kw = {k: v for k, v in kw.items() if k not in ('duration_s', 'warmup_s')}
-            steps, out = soak(t, lv[0], mode, duration_s, window_s, warmup_s, on_record=record, **kw)
-    finally:
-        if svc: svc.stop()
+    with ExitStack() as stack:
+        if not url:
+            folder = stack.enter_context(checkpoint_folder(model, task, seed))
+            run.phase('start'); svc = Service(model=str(folder), task=task, batching=batching, toggles=toggles or None, device=device).start()
+            url, pid, ref_model = svc.url, svc.pid, str(folder)
+        else: ref_model = None
+        try:
+            if pid and svc is None: run.adopt(pid)
+            ref = (Reference.toy() if reference == 'toy' else None if reference == 'none' else
+                   Reference.from_model(ref_model, task, seed=seed, device=device) if reference == 'auto' and ref_model else
+                   None if reference == 'auto' else Reference.from_model(reference, task, seed=seed, device=device))
+            reqs = workload(load_texts(corpus), apis, api, lengths, inputs, bad_share, n_requests, model, seed, ref.tokens if ref else None)
+            t = Target(url.rstrip('/'), apis, reqs, ref, pid or None, '/metrics', slo_ms, percentile, max_error_rate)
+            kw = dict(duration_s=duration_s, warmup_s=warmup_s, requests=requests, timeout_s=timeout_s, connections=connections, arrival=arrival,
+                      seed=seed, check_sample=check_sample, processes=processes)
+            n_step = [0]
+            def record(m:dict, **keys) -> dict:
+                i = n_step[0]; n_step[0] += 1
+                m.update(keys); run.record(m, phase=f'step-{i}', items=m.get('n'), step=i)
+                print(step_line(m), flush=True); return m
+            def probe(level:float, **keys) -> dict:
+                run.phase(f'step-{n_step[0]}'); return record(step(t, level, mode, **kw), **keys)
+            if flow == 'steps': steps = [probe(l) for l in lv]; out = dict(knee=knee(lv, [m['held'] for m in steps]))
+            elif flow == 'ramp': steps, out = ramp(probe, lv)
+            elif flow == 'search': steps, out = repeated_search(probe, searches, integer=mode == 'closed', start=lv[0], max_level=max_level, rel_precision=precision)
+            else:
+                run.phase('step-0'); kw = {k: v for k, v in kw.items() if k not in ('duration_s', 'warmup_s')}
+                steps, out = soak(t, lv[0], mode, duration_s, window_s, warmup_s, on_record=record, **kw)
+        finally:
+            if svc: svc.stop()
     ok = [m for m in steps if m['held']]
     best = max(ok, key=lambda m: m['throughput_rps'], default=None)
     return dict(out, steps=len(steps), rps_at_slo=best['throughput_rps'] if best else 0.0,
@@ -967,42 +978,40 @@ def serve_compare(run, # the run context
                  ) -> dict:
     "Closed-loop throughput and latency of gte-bench serve (dynamic batching, none) and infinity on one checkpoint, replies checked"
     from gte_bench.corpora import load_texts
-    from gte_bench.models import save_checkpoint
     from gte_bench.serve import Service, infinity_service
-    import tempfile
     names, levels = [s.strip() for s in str(servers).split(',') if s.strip()], [int(c) for c in _levels(concurrency)]
     if bad := [s for s in names if s not in SERVERS]: raise ValueError(f"server {bad[0]!r} is not one of {list(SERVERS)}")
-    folder = model if Path(model).is_dir() else save_checkpoint(Path(tempfile.mkdtemp(prefix='gte_bench_ckpt_')) / model, model, seed=seed)
-    name_ = Path(model).name
-    run.phase('reference'); ref = Reference.from_model(str(folder), 'embed', seed=seed)
-    texts = load_texts(corpus)
-    run.phase('in-process'); out = batch_ceiling(str(folder), texts, (1, max(levels)), toggles=toggles, seed=seed)
-    out['batching_bound'] = out[f'model_tps_b{max(levels)}'] / out['model_tps_b1']
-    print(f"in process: {out['model_tps_b1']:.1f} texts/s one at a time, {out[f'model_tps_b{max(levels)}']:.1f} in batches of "
-          f"{max(levels)}: batching can gain {out['batching_bound']:.2f}x", flush=True)
-    for name in names:
-        kind, kw = SERVERS[name]
-        apis = {kind: APIS[kind]}
-        reqs = workload(texts, apis, kind, n=n_requests, model=name_, seed=seed, tokens=ref.tokens)
-        run.phase(f'{name}-start'); t0 = time.perf_counter()
-        try: svc = (Service(model=str(folder), toggles=toggles or None, **kw) if kw else infinity_service(folder, name_, infinity_venv)).start()
-        except Exception as e:
-            run.record({}, status='error', error=str(e).splitlines()[0], server=name); out[f'{name}_rps_at_slo'] = math.nan; continue
-        start_s, steps = time.perf_counter() - t0, []
-        try:
-            t = Target(svc.url, apis, reqs, ref, svc.pid, slo_ms=slo_ms)
-            for c in levels:
-                run.phase(f'{name}-{c}')
-                m = step(t, c, 'closed', duration_s=duration_s, warmup_s=warmup_s, requests=requests, seed=seed, check_sample=check_sample)
-                steps.append(m)
-                run.record({**{k: v for k, v in m.items() if k != 'clients'}, 'start_s': start_s}, phase=f'{name}-{c}', items=m['n'],
-                           server=name, clients=c)
-                print(f'{name:>9} ' + step_line(m), flush=True)
-        finally: svc.stop()
-        out[f'{name}_rps_at_slo'] = max((m['throughput_rps'] for m in steps if m['held']), default=0.0)
-        out[f'{name}_rps_max_clients'], out[f'{name}_p95_max_clients'] = steps[-1]['throughput_rps'], steps[-1]['p95_ms']
-        out[f'{name}_fid_checked'] = sum(m['fid_checked'] for m in steps)
-        out[f'{name}_fid_violations'] = sum(m.get('fid_violations') or 0 for m in steps)
+    with checkpoint_folder(model, 'embed', seed) as folder:
+        name_ = Path(model).name
+        run.phase('reference'); ref = Reference.from_model(str(folder), 'embed', seed=seed)
+        texts = load_texts(corpus)
+        run.phase('in-process'); out = batch_ceiling(str(folder), texts, (1, max(levels)), toggles=toggles, seed=seed)
+        out['batching_bound'] = out[f'model_tps_b{max(levels)}'] / out['model_tps_b1']
+        print(f"in process: {out['model_tps_b1']:.1f} texts/s one at a time, {out[f'model_tps_b{max(levels)}']:.1f} in batches of "
+              f"{max(levels)}: batching can gain {out['batching_bound']:.2f}x", flush=True)
+        for name in names:
+            kind, kw = SERVERS[name]
+            apis = {kind: APIS[kind]}
+            reqs = workload(texts, apis, kind, n=n_requests, model=name_, seed=seed, tokens=ref.tokens)
+            run.phase(f'{name}-start'); t0 = time.perf_counter()
+            try: svc = (Service(model=str(folder), toggles=toggles or None, **kw) if kw else infinity_service(folder, name_, infinity_venv)).start()
+            except Exception as e:
+                run.record({}, status='error', error=str(e).splitlines()[0], server=name); out[f'{name}_rps_at_slo'] = math.nan; continue
+            start_s, steps = time.perf_counter() - t0, []
+            try:
+                t = Target(svc.url, apis, reqs, ref, svc.pid, slo_ms=slo_ms)
+                for c in levels:
+                    run.phase(f'{name}-{c}')
+                    m = step(t, c, 'closed', duration_s=duration_s, warmup_s=warmup_s, requests=requests, seed=seed, check_sample=check_sample)
+                    steps.append(m)
+                    run.record({**{k: v for k, v in m.items() if k != 'clients'}, 'start_s': start_s}, phase=f'{name}-{c}', items=m['n'],
+                               server=name, clients=c)
+                    print(f'{name:>9} ' + step_line(m), flush=True)
+            finally: svc.stop()
+            out[f'{name}_rps_at_slo'] = max((m['throughput_rps'] for m in steps if m['held']), default=0.0)
+            out[f'{name}_rps_max_clients'], out[f'{name}_p95_max_clients'] = steps[-1]['throughput_rps'], steps[-1]['p95_ms']
+            out[f'{name}_fid_checked'] = sum(m['fid_checked'] for m in steps)
+            out[f'{name}_fid_violations'] = sum(m.get('fid_violations') or 0 for m in steps)
     if out.get('infinity_rps_at_slo'): out['dynamic_vs_infinity_at_slo'] = out.get('dynamic_rps_at_slo', math.nan) / out['infinity_rps_at_slo']
     if out.get('none_rps_max_clients'): out['dynamic_vs_none_max_clients'] = out.get('dynamic_rps_max_clients', math.nan) / out['none_rps_max_clients']
     return out

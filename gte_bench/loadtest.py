@@ -25,9 +25,9 @@ __all__ = ['ARRIVALS', 'APIS', 'LENGTHS', 'STAGE_HEADERS', 'FLOWS', 'SERVERS', '
            'Api', 'template_api', 'Req', 'bad_bodies', 'weights', 'usage_counter', 'workload', 'toy_vectors',
            'toy_tokens', 'toy_app', 'toy_main', 'toy_service', 'status_class', 'Step', 'run_async', 'drive',
            'Reference', 'check_reply', 'fidelity', 'scrape', 'ServerWatch', 'Target', 'measure', 'summarize', 'held',
-           'step', 'knee', 'ramp', 'search', 'repeated_search', 'soak', 'checkpoint_folder', 'step_line',
-           'service_load', 'batch_ceiling', 'serve_compare', 'trivial_main', 'pinned', 'trivial_service', 'affinity',
-           'locust_run', 'generator_compare']
+           'step', 'knee', 'ramp', 'search', 'repeated_search', 'soak', 'checkpoint_folder', 'steps_summary',
+           'step_line', 'service_load', 'batch_ceiling', 'serve_compare', 'trivial_main', 'pinned', 'trivial_service',
+           'affinity', 'locust_run', 'generator_compare']
 
 # %% ../nbs/api/81_loadtest.ipynb #0d7a5ef4
 def _binom_cdf(k:int, n:int, q:float) -> float:
@@ -851,6 +851,12 @@ def checkpoint_folder(model:str, # a checkpoint folder, or a preset (or hub id) 
     try: yield save_checkpoint(tmp / Path(model).name, model, task, seed=seed)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
+def steps_summary(steps:Sequence[dict]) -> dict:
+    "What a run's step records add up to: the best throughput that held the SLO, the replies checked and found wrong, invalid steps"
+    return dict(rps_at_slo=max((m['throughput_rps'] for m in steps if m['held']), default=0.0),
+                fid_violations=sum(m.get('fid_violations') or 0 for m in steps), fid_checked=sum(m['fid_checked'] for m in steps),
+                invalid_steps=sum(not m['valid'] for m in steps))
+
 def step_line(m:dict) -> str:
     "One line on a step, as a run prints it"
     lvl = f"{m['clients']:>4} clients" if m.get('clients') else f"{m['rate']:>7g}/s"
@@ -933,11 +939,7 @@ def service_load(run, # the run context
                 steps, out = soak(t, lv[0], mode, duration_s, window_s, warmup_s, on_record=record, **kw)
         finally:
             if svc: svc.stop()
-    ok = [m for m in steps if m['held']]
-    best = max(ok, key=lambda m: m['throughput_rps'], default=None)
-    return dict(out, steps=len(steps), rps_at_slo=best['throughput_rps'] if best else 0.0,
-                fid_violations=sum(m.get('fid_violations') or 0 for m in steps), fid_checked=sum(m['fid_checked'] for m in steps),
-                invalid_steps=sum(not m['valid'] for m in steps), service_url=url)
+    return dict(out, steps=len(steps), **steps_summary(steps), service_url=url)
 
 # %% ../nbs/api/81_loadtest.ipynb #5c0a7e07
 def batch_ceiling(model:str, # a checkpoint folder or preset
@@ -989,17 +991,17 @@ def serve_compare(run, # the run context
         out['batching_bound'] = out[f'model_tps_b{max(levels)}'] / out['model_tps_b1']
         print(f"in process: {out['model_tps_b1']:.1f} texts/s one at a time, {out[f'model_tps_b{max(levels)}']:.1f} in batches of "
               f"{max(levels)}: batching can gain {out['batching_bound']:.2f}x", flush=True)
+        reqs = {k: workload(texts, {k: APIS[k]}, k, n=n_requests, model=name_, seed=seed, tokens=ref.tokens)   # once per request kind
+                for k in dict.fromkeys(SERVERS[n][0] for n in names)}
         for name in names:
             kind, kw = SERVERS[name]
-            apis = {kind: APIS[kind]}
-            reqs = workload(texts, apis, kind, n=n_requests, model=name_, seed=seed, tokens=ref.tokens)
             run.phase(f'{name}-start'); t0 = time.perf_counter()
             try: svc = (Service(model=str(folder), toggles=toggles or None, **kw) if kw else infinity_service(folder, name_, infinity_venv)).start()
             except Exception as e:
                 run.record({}, status='error', error=str(e).splitlines()[0], server=name); out[f'{name}_rps_at_slo'] = math.nan; continue
             start_s, steps = time.perf_counter() - t0, []
             try:
-                t = Target(svc.url, apis, reqs, ref, svc.pid, slo_ms=slo_ms)
+                t = Target(svc.url, {kind: APIS[kind]}, reqs[kind], ref, svc.pid, slo_ms=slo_ms)
                 for c in levels:
                     run.phase(f'{name}-{c}')
                     m = step(t, c, 'closed', duration_s=duration_s, warmup_s=warmup_s, requests=requests, seed=seed, check_sample=check_sample)
@@ -1008,10 +1010,8 @@ def serve_compare(run, # the run context
                                server=name, clients=c)
                     print(f'{name:>9} ' + step_line(m), flush=True)
             finally: svc.stop()
-            out[f'{name}_rps_at_slo'] = max((m['throughput_rps'] for m in steps if m['held']), default=0.0)
+            out.update({f'{name}_{k}': v for k, v in steps_summary(steps).items()})
             out[f'{name}_rps_max_clients'], out[f'{name}_p95_max_clients'] = steps[-1]['throughput_rps'], steps[-1]['p95_ms']
-            out[f'{name}_fid_checked'] = sum(m['fid_checked'] for m in steps)
-            out[f'{name}_fid_violations'] = sum(m.get('fid_violations') or 0 for m in steps)
     if out.get('infinity_rps_at_slo'): out['dynamic_vs_infinity_at_slo'] = out.get('dynamic_rps_at_slo', math.nan) / out['infinity_rps_at_slo']
     if out.get('none_rps_max_clients'): out['dynamic_vs_none_max_clients'] = out.get('dynamic_rps_max_clients', math.nan) / out['none_rps_max_clients']
     return out

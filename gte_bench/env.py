@@ -6,8 +6,9 @@ Docs: https://gte-bench.github.io/gte_bench/api/env.html.md"""
 
 # %% ../nbs/api/00_env.ipynb #fa67dd7d
 from __future__ import annotations
-import datetime, os, platform, socket, subprocess
+import datetime, os, platform, shutil, socket, subprocess, tempfile
 import importlib.metadata as md
+from multiprocessing.util import Finalize
 from pathlib import Path
 
 import psutil
@@ -15,7 +16,7 @@ import psutil
 import gte_bench
 
 # %% auto #0
-__all__ = ['project_root', 'pkg_version', 'cpu_model', 'git_revision', 'gpu_info', 'capture_env']
+__all__ = ['project_root', 'pkg_version', 'cpu_model', 'git_revision', 'gpu_info', 'capture_env', 'scratch_dir']
 
 # %% ../nbs/api/00_env.ipynb #1c3c302f
 def project_root() -> Path:
@@ -94,3 +95,11 @@ def capture_env() -> dict:
         **git_revision(), gte_bench_version=gte_bench.__version__,
         timestamp_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
     return env
+
+# %% ../nbs/api/00_env.ipynb #5c7a0e02
+def scratch_dir(prefix:str='gte_bench_' # the start of the folder's name
+               ) -> Path:
+    "A new temporary folder, removed with its contents when the process that made it exits"
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    Finalize(None, shutil.rmtree, args=(str(d),), kwargs=dict(ignore_errors=True), exitpriority=0)
+    return d

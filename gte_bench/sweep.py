@@ -18,7 +18,7 @@ from .run import RUNTIME_PARAMS, bench_notebook, notebook_defaults, scenario_def
 
 # %% auto #0
 __all__ = ['LOCK_FILE', 'KERNEL_KW', 'SHOWN', 'check_types', 'load_sweep', 'check_repeat', 'expand_grid', 'repeat_points',
-           'FolderInUse', 'command_line', 'SweepLock', 'kernel_env', 'execute_notebook', 'run_point',
+           'FolderInUse', 'command_line', 'SweepLock', 'kernel_env', 'KernelDied', 'execute_notebook', 'run_point',
            'run_scenario_point', 'run_sweep']
 
 # %% ../nbs/api/50_sweep.ipynb #a1c3e5f8
@@ -157,15 +157,24 @@ class SweepLock:
         return False
 
 # %% ../nbs/api/50_sweep.ipynb #75c07af1
-KERNEL_KW = dict(extra_arguments=['--IPKernelApp.log_level=ERROR'])
-"Kernel options: keep the kernel's own log (transport notices) out of the sweep's output"
+KERNEL_KW = dict(extra_arguments=['--IPKernelApp.log_level=ERROR', '--IPKernelApp.capture_fd_output=False'])
+"Kernel options: keep the kernel's own log (transport notices) out of the sweep's output; what native code writes to the process's stdout and stderr goes to the kernel log, not through a pipe that a crash loses"
 
 def kernel_env():
-    "Make the kernel named python3 resolve to the interpreter running the sweep"
+    "Make the kernel named python3 resolve to the interpreter running the sweep; a kernel that crashes says where"
     bindir = str(Path(sys.executable).parent)
     if not os.environ.get('PATH', '').startswith(bindir + os.pathsep):
         os.environ['PATH'] = bindir + os.pathsep + os.environ.get('PATH', '')
     os.environ.setdefault('MPLBACKEND', 'Agg')
+    os.environ.setdefault('PYTHONFAULTHANDLER', '1')   # a segfault's Python stack, in the kernel log
+
+class KernelDied(RuntimeError):
+    "The kernel process ended in the middle of the notebook: a crash, or a kill (the out-of-memory killer's SIGKILL)"
+
+def _how_it_ended(code:int) -> str:
+    if code >= 0: return f'exit status {code}'
+    try: return f'killed by {signal.Signals(-code).name}'
+    except ValueError: return f'killed by signal {-code}'
 
 class _Stop(Exception):
     "Raised before a cell when the sweep is stopping: run no further cell"
@@ -189,7 +198,7 @@ class _QuietPapermill(logging.Filter):
     "Papermill's log lines the sweep reports itself: a cell timeout (in the point's error record), the `repeat` it passes on purpose"
     def filter(self, rec):
         m = rec.getMessage()
-        return not (m.startswith('Timeout waiting for execute reply') or m.startswith('Passed unknown parameter: repeat'))
+        return not m.startswith(('Timeout waiting for execute reply', 'Passed unknown parameter: repeat', 'Kernel died while waiting'))
 
 logging.getLogger('papermill').addFilter(_QuietPapermill())
 
@@ -199,6 +208,7 @@ def execute_notebook(notebook:str|Path, # the notebook to run
                      parameters:dict, # injected after its `parameters` cell
                      timeout_s:float|None=None, # limit per cell
                      cwd:str|Path|None=None, # the kernel's working folder (default: the notebook's)
+                     kernel_log:str|Path|None=None, # the kernel process's own output (default: `out_nb` with `.kernel.log`)
                     ):
     "Run `notebook` through papermill in a fresh kernel, which is shut down cleanly, idle, even on Ctrl-C or SIGTERM"
     import papermill as pm
@@ -206,16 +216,23 @@ def execute_notebook(notebook:str|Path, # the notebook to run
     from jupyter_core.utils import run_sync
     kernel_env()
     box, ready, stop, done = {}, threading.Event(), threading.Event(), threading.Event()
+    log_path = Path(kernel_log or Path(out_nb).with_suffix('.kernel.log'))
+    log = open(log_path, 'wb')
     def no_more_cells(**kw):
         if stop.is_set(): raise _Stop('stopped before this cell')
     def work():
         box['km'] = km = AsyncKernelManager(kernel_name='python3')
+        start = km.start_kernel                           # the kernel's own stdout and stderr go to the log
+        km.start_kernel = lambda **kw: start(**{'stdout': log, 'stderr': log, **kw})
         try:
             pm.execute_notebook(str(notebook), str(out_nb), parameters=parameters, kernel_name='python3', km=km,
                                 progress_bar=False, log_output=False, execution_timeout=timeout_s,
                                 cwd=str(cwd or Path(notebook).parent), on_notebook_start=lambda **kw: ready.set(),
                                 on_cell_execute=no_more_cells, **KERNEL_KW)
-        except BaseException as e: box['error'] = e
+        except BaseException as e:
+            box['error'] = e
+            proc = getattr(km.provisioner, 'process', None)
+            box['exit'] = proc.poll() if proc is not None else None   # before the shutdown: did the kernel die on its own?
         finally:                                          # a failed cell has replied, so the kernel is idle; after a timeout it may not be
             if km.has_kernel and 'error' in box and not isinstance(box['error'], pm.PapermillExecutionError):
                 try: run_sync(_settle)(km)
@@ -225,6 +242,8 @@ def execute_notebook(notebook:str|Path, # the notebook to run
             except Exception: pass                        # a kernel that died or will not stop: nothing more to do here
             from jupyter_core.utils import ensure_event_loop
             ensure_event_loop().close()                   # this thread's loop, which papermill ran on
+            log.close()
+            if not log_path.stat().st_size: log_path.unlink()
             done.set()
     t = threading.Thread(target=work, name=f'papermill {Path(notebook).name}', daemon=True)
     t.start()
@@ -235,7 +254,17 @@ def execute_notebook(notebook:str|Path, # the notebook to run
         if ready.is_set(): _interrupt(box['km'])
         done.wait(60)                                     # the cell ends, the kernel stops; a second Ctrl-C stops waiting
         raise
+    if box.get('exit') is not None:
+        raise KernelDied(f"the kernel died ({_how_it_ended(box['exit'])}){_kernel_said(log_path)}") from box['error']
     if 'error' in box: raise box['error']
+
+def _kernel_said(log:Path) -> str:
+    "What the kernel process last wrote outside its cells (a crash's first line, else its last line), with the log's path"
+    try: lines = [l for l in Path(log).read_text(errors='replace').splitlines() if l.strip()]
+    except OSError: return ''
+    if not lines: return ''
+    said = next((l for l in lines if l.startswith('Fatal Python error')), lines[-1])
+    return f"; it wrote {said.strip()[:300]!r} (kernel log: {log})"
 
 # %% ../nbs/api/50_sweep.ipynb #75c07af3
 def run_point(config:dict, # full config of the point (no runtime parameters)
@@ -254,7 +283,10 @@ def run_point(config:dict, # full config of the point (no runtime parameters)
     t0 = time.perf_counter()
     try:
         execute_notebook(notebook, out_nb, {**config, 'out_dir': str(out_dir)}, timeout_s)
-        if not rec_path.exists(): raise RuntimeError(f"{notebook} finished without writing {rec_path.name}")
+        if not rec_path.exists():
+            failed = _failed_cell(out_nb)                 # papermill sees no error when IPython could not format one
+            raise RuntimeError(f"{notebook} finished without writing {rec_path.name}" +
+                               (f": its cell {failed} failed, with the traceback in the executed notebook" if failed else ''))
         rec = read_record(rec_path)
         if rec.get('config_hash') != config_hash(config):
             raise RuntimeError(f"the notebook recorded config {rec.get('config_hash')}, not {config_hash(config)}: "
@@ -266,6 +298,13 @@ def run_point(config:dict, # full config of the point (no runtime parameters)
     except Exception as e:
         msg = f"{type(e).__name__}: {e}"
     return _error_record(config, out_dir, f" (executed notebook: {out_nb}; after {time.perf_counter() - t0:.1f} s)", msg, env)
+
+def _failed_cell(nb_path:Path) -> int|None:
+    "The execution count of the cell papermill marked as failed in the executed notebook `nb_path`, if any"
+    try: cells = json.loads(Path(nb_path).read_text())['cells']
+    except (OSError, ValueError, KeyError): return None
+    return next((c.get('execution_count') or i for i, c in enumerate(cells)
+                 if c.get('metadata', {}).get('papermill', {}).get('exception')), None)
 
 # %% ../nbs/api/50_sweep.ipynb #b74ed5d3
 def _error_record(config:dict, out_dir:Path, where:str, msg:str, env:dict|None) -> dict:

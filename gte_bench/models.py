@@ -493,12 +493,14 @@ def forward_chunks(lengths:Sequence[int], # sequence lengths, in the order they 
                    batch_size:int, # sequences per forward pass, at most
                    max_tokens:int|None=None, # padded tokens per forward pass, at most (one sequence at least); None: no limit
                    fixed_width:int|None=None, # every pass padded to this width (padding='max_length'); None: to its longest
+                   pass_tokens:int|None=None, # what a pass costs of its own, in padded tokens; None: passes as large as the limits allow
                   ) -> list[list[int]]:
-    "Positions of `lengths` split into consecutive forward passes within both limits"
+    "Positions of `lengths` split into consecutive forward passes within the limits, each new pass where it costs less"
     out, cur, width = [], [], 0
     for i, n in enumerate(lengths):
         w = fixed_width or max(width, n)
-        if cur and (len(cur) >= batch_size or (max_tokens and (len(cur) + 1) * w > max_tokens)):
+        if cur and (len(cur) >= batch_size or (max_tokens and (len(cur) + 1) * w > max_tokens) or
+                    (pass_tokens is not None and not fixed_width and (len(cur) + 1) * w - len(cur) * width > pass_tokens + n)):
             out.append(cur); cur, w = [], fixed_width or n
         cur.append(i); width = w
     return out + [cur] if cur else out
@@ -512,6 +514,7 @@ def run_batched(adapter:Adapter, # the model (its `key`, `counters` and config a
                 batch_size:int|None=None, # sequences per forward pass (default: all at once)
                 cache:LRU|None=None, # outputs by item key; repeats within a call are computed once
                 max_tokens:int|None=None, # padded tokens per forward pass (one sequence at least); None: no limit
+                pass_tokens:int|None=None, # what a forward pass costs of its own, in padded tokens (`forward_chunks`)
                ) -> list:
     "Outputs of `items` in input order: cache, tokenize once, bucket, batch, pad, compute"
     if padding not in PADDINGS: raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
@@ -527,7 +530,7 @@ def run_batched(adapter:Adapter, # the model (its `key`, `counters` and config a
     seqs = encode([x for x, _ in work])
     order = sorted(range(len(work)), key=lambda i: len(seqs[i][0])) if padding == 'bucket' else list(range(len(work)))
     cfg, fixed = adapter.model.config, max_length if padding == 'max_length' else None
-    for pos in forward_chunks([len(seqs[i][0]) for i in order], batch_size or len(order), max_tokens, fixed):
+    for pos in forward_chunks([len(seqs[i][0]) for i in order], batch_size or len(order), max_tokens, fixed, pass_tokens):
         chunk = [order[p] for p in pos]
         lengths = [len(seqs[i][0]) for i in chunk]
         width = max_length if padding == 'max_length' else max(lengths)

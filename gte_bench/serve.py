@@ -270,6 +270,7 @@ class Model:
         self.counter = self.adapter if self.tokenized else replace(self.adapter, tokenizer=copy.deepcopy(self.adapter.tokenizer))
         self.specials = set(self.adapter.tokenizer.all_special_ids)
         self.max_forward_tokens = max_forward_tokens or (16384 if self.adapter.device.type == 'cuda' else 1024)
+        self.pass_tokens = None if self.adapter.device.type == 'cuda' else 64   # a pass's own cost on a CPU (forward_chunks)
 
     def prepare(self, items:list) -> tuple[list, list[int]]:
         "Token ids of each input and its real tokens; 413 for one over `max_length` unless truncating, 400 for one with no token"
@@ -290,7 +291,7 @@ class Model:
         with r.threads(), torch.inference_mode():
             if not self.tokenized: return list(r(seqs, use_oracle=False))
             return run_batched(self.adapter, seqs, list, partial(self.adapter.rows, r.fns), t.max_length, t.padding, t.batch_size,
-                               max_tokens=self.max_forward_tokens)
+                               max_tokens=self.max_forward_tokens, pass_tokens=self.pass_tokens)
 
 # %% ../nbs/api/80_serve.ipynb #437730d6
 class ServeState:

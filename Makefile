@@ -17,7 +17,7 @@ export MPLBACKEND := Agg
 # `HF_HUB_OFFLINE=0 make bench SWEEP=...` lets a sweep of real hub ids download them.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest docs docs-deps pytest compat floor clean-runs infinity serve-bench locust load-bench gpu-check gpu-wheels
+.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest docs docs-deps pytest compat floor clean-runs infinity serve-bench serve-bench-bf16 locust load-bench gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -125,6 +125,10 @@ infinity: $(INFINITY)/.installed
 
 serve-bench: $(STAMP) $(INFINITY)/.installed
 	$(MAKE) bench SWEEP=sweeps/serve-cpu.yaml OUT=results/serve-cpu
+
+# The same comparison with both servers in bf16 (a CPU with AMX gains most), in two interleaved rounds.
+serve-bench-bf16: $(STAMP) $(INFINITY)/.installed
+	$(MAKE) bench SWEEP=sweeps/serve-cpu-bf16.yaml OUT=results/serve-cpu-bf16
 
 # locust in a venv of its own, for the load generator's side-by-side checks (`make load-bench`).
 LOCUST := .venv-locust

@@ -26,8 +26,8 @@ __all__ = ['ARRIVALS', 'APIS', 'LENGTHS', 'STAGE_HEADERS', 'FLOWS', 'SERVERS', '
            'toy_tokens', 'toy_app', 'toy_main', 'toy_service', 'status_class', 'Step', 'run_async', 'drive',
            'Reference', 'check_reply', 'fidelity', 'scrape', 'ServerWatch', 'Target', 'measure', 'summarize', 'held',
            'step', 'knee', 'ramp', 'search', 'repeated_search', 'soak', 'checkpoint_folder', 'steps_summary',
-           'step_line', 'service_load', 'batch_ceiling', 'serve_compare', 'trivial_main', 'pinned', 'trivial_service',
-           'affinity', 'locust_run', 'generator_compare']
+           'step_line', 'service_load', 'batch_ceiling', 'per_round', 'ratio_rounds', 'serve_compare', 'trivial_main',
+           'pinned', 'trivial_service', 'affinity', 'locust_run', 'generator_compare']
 
 # %% ../nbs/api/81_loadtest.ipynb #0d7a5ef4
 def _binom_cdf(k:int, n:int, q:float) -> float:
@@ -965,6 +965,29 @@ def batch_ceiling(model:str, # a checkpoint folder or preset
 SERVERS = dict(dynamic=('openai', dict(batching='dynamic')), none=('openai', dict(batching='none')), infinity=('infinity', None))
 "The servers `serve_compare` knows: the request kind each speaks, and gte-bench serve's settings (None: infinity)"
 
+def _cpu_s(pids:Sequence[int]) -> float:
+    "CPU seconds used so far by the processes `pids` and their children (those that have gone count nothing)"
+    from gte_bench.serve import process_tree
+    import psutil
+    total = 0.0
+    for pid in pids:
+        try: total += sum(sum(p.cpu_times()[:2]) for p in process_tree(pid))
+        except psutil.Error: pass
+    return total
+
+def per_round(steps:Sequence[dict]) -> dict:
+    "Each round's `steps_summary` figures, then their medians: the throughput at the SLO, and at the most clients with its P95"
+    rounds = sorted({m['round'] for m in steps})
+    at = [steps_summary([m for m in steps if m['round'] == r])['rps_at_slo'] for r in rounds]
+    top = [m for m in steps if m['clients'] == max(x['clients'] for x in steps)]
+    return dict(rps_at_slo_rounds=at, rps_at_slo=statistics.median(at), rps_max_clients=statistics.median(m['throughput_rps'] for m in top),
+                p95_max_clients=statistics.median(m['p95_ms'] for m in top))
+
+def ratio_rounds(a:Sequence[float], b:Sequence[float]) -> tuple[float, float, float]:
+    "The median, least and greatest of the rounds' ratios a/b (rounds where b is 0 left out; NaN when none is left)"
+    r = [x / y for x, y in zip(a, b) if y]
+    return (statistics.median(r), min(r), max(r)) if r else (math.nan,) * 3
+
 def serve_compare(run, # the run context
                   model:str='bge-small-zh-v1.5', # an embedding preset, saved as a checkpoint folder every server loads, or such a folder
                   corpus:str='addresses', # the texts, one per request
@@ -973,17 +996,20 @@ def serve_compare(run, # the run context
                   duration_s:float=10.0, warmup_s:float=2.0, # per step
                   requests:int=0, # or a step ends after this many measured requests (or at duration_s, whichever comes first)
                   slo_ms:float=150.0, # the P95 bound of 'throughput at the SLO'
-                  toggles:str='', # gte-bench serve's toggles beyond its defaults
+                  toggles:str='', # gte-bench serve's toggles beyond its defaults; their dtype is infinity's too
+                  rounds:int=1, # every server is stepped at every client count this many times, the servers taking turns
                   check_sample:int=200, # replies per step checked against the checkpoint's vectors
                   n_requests:int=512, # distinct requests, sent in turn
                   infinity_venv:str='.venv-infinity', seed:int=0,
                  ) -> dict:
-    "Closed-loop throughput and latency of gte-bench serve (dynamic batching, none) and infinity on one checkpoint, replies checked"
+    "Closed-loop throughput and latency of gte-bench serve (dynamic batching, none) and infinity on one checkpoint, side by side, replies checked"
     from gte_bench.corpora import load_texts
-    from gte_bench.serve import Service, infinity_service
+    from gte_bench.serve import Service, infinity_service, serve_toggles
     names, levels = [s.strip() for s in str(servers).split(',') if s.strip()], [int(c) for c in _levels(concurrency)]
     if bad := [s for s in names if s not in SERVERS]: raise ValueError(f"server {bad[0]!r} is not one of {list(SERVERS)}")
-    with checkpoint_folder(model, 'embed', seed) as folder:
+    if int(rounds) < 1: raise ValueError(f"rounds {rounds!r} must be at least 1")
+    dtype = serve_toggles(toggles).dtype
+    with checkpoint_folder(model, 'embed', seed) as folder, ExitStack() as up:
         name_ = Path(model).name
         run.phase('reference'); ref = Reference.from_model(str(folder), 'embed', seed=seed)
         texts = load_texts(corpus)
@@ -993,27 +1019,39 @@ def serve_compare(run, # the run context
               f"{max(levels)}: batching can gain {out['batching_bound']:.2f}x", flush=True)
         reqs = {k: workload(texts, {k: APIS[k]}, k, n=n_requests, model=name_, seed=seed, tokens=ref.tokens)   # once per request kind
                 for k in dict.fromkeys(SERVERS[n][0] for n in names)}
-        for name in names:
+        targets, start_s = {}, {}
+        for name in names:                          # all up at once, so that their steps can take turns
             kind, kw = SERVERS[name]
             run.phase(f'{name}-start'); t0 = time.perf_counter()
-            try: svc = (Service(model=str(folder), toggles=toggles or None, **kw) if kw else infinity_service(folder, name_, infinity_venv)).start()
+            try: svc = (Service(model=str(folder), toggles=toggles or None, **kw) if kw else infinity_service(folder, name_, infinity_venv, dtype)).start()
             except Exception as e:
                 run.record({}, status='error', error=str(e).splitlines()[0], server=name); out[f'{name}_rps_at_slo'] = math.nan; continue
-            start_s, steps = time.perf_counter() - t0, []
-            try:
-                t = Target(svc.url, {kind: APIS[kind]}, reqs[kind], ref, svc.pid, slo_ms=slo_ms)
-                for c in levels:
-                    run.phase(f'{name}-{c}')
-                    m = step(t, c, 'closed', duration_s=duration_s, warmup_s=warmup_s, requests=requests, seed=seed, check_sample=check_sample)
-                    steps.append(m)
-                    run.record({**{k: v for k, v in m.items() if k != 'clients'}, 'start_s': start_s}, phase=f'{name}-{c}', items=m['n'],
-                               server=name, clients=c)
-                    print(f'{name:>9} ' + step_line(m), flush=True)
-            finally: svc.stop()
-            out.update({f'{name}_{k}': v for k, v in steps_summary(steps).items()})
-            out[f'{name}_rps_max_clients'], out[f'{name}_p95_max_clients'] = steps[-1]['throughput_rps'], steps[-1]['p95_ms']
-    if out.get('infinity_rps_at_slo'): out['dynamic_vs_infinity_at_slo'] = out.get('dynamic_rps_at_slo', math.nan) / out['infinity_rps_at_slo']
-    if out.get('none_rps_max_clients'): out['dynamic_vs_none_max_clients'] = out.get('dynamic_rps_max_clients', math.nan) / out['none_rps_max_clients']
+            up.callback(svc.stop)
+            start_s[name], targets[name] = time.perf_counter() - t0, Target(svc.url, {kind: APIS[kind]}, reqs[kind], ref, svc.pid, slo_ms=slo_ms)
+        steps = {name: [] for name in targets}
+        for i, c in enumerate(levels):
+            for r in range(int(rounds)):
+                turn = list(targets)[(i + r) % max(len(targets), 1):] + list(targets)[:(i + r) % max(len(targets), 1)]
+                for name in turn:                   # who goes first rotates, so that no server always follows the same one
+                    t, idle = targets[name], [x.pid for n, x in targets.items() if n != name]
+                    run.phase(ph := f'{name}-{c}' + (f'-r{r}' if rounds > 1 else ''))
+                    cpu0, t0 = _cpu_s(idle), time.perf_counter()
+                    m = step(t, c, 'closed', duration_s=duration_s, warmup_s=warmup_s, requests=requests, seed=seed + r, check_sample=check_sample)
+                    m['idle_servers_cpu_cores'] = (_cpu_s(idle) - cpu0) / (time.perf_counter() - t0)
+                    m['step_index'] = sum(map(len, steps.values()))      # the order the steps ran in
+                    steps[name].append({**m, 'round': r})
+                    run.record({**{k: v for k, v in m.items() if k != 'clients'}, 'start_s': start_s[name]}, phase=ph, items=m['n'],
+                               server=name, clients=c, round=r)
+                    print(f'{name:>9} ' + (f'r{r} ' if rounds > 1 else '') + step_line(m), flush=True)
+        for name, st in steps.items():
+            out.update({f'{name}_{k}': v for k, v in {**steps_summary(st), **per_round(st)}.items()})
+    at = lambda n: out.get(f'{n}_rps_at_slo_rounds') or []
+    if 'dynamic' in steps and 'infinity' in steps:
+        out['dynamic_vs_infinity_at_slo'], out['dynamic_vs_infinity_at_slo_min'], out['dynamic_vs_infinity_at_slo_max'] = ratio_rounds(at('dynamic'), at('infinity'))
+    if 'dynamic' in steps and 'none' in steps:
+        tops = {n: [m['throughput_rps'] for m in steps[n] if m['clients'] == max(levels)] for n in ('dynamic', 'none')}
+        out['dynamic_vs_none_max_clients'], out['dynamic_vs_none_max_clients_min'], out['dynamic_vs_none_max_clients_max'] = ratio_rounds(tops['dynamic'], tops['none'])
+    for n in steps: out.pop(f'{n}_rps_at_slo_rounds', None)
     return out
 
 # %% ../nbs/api/81_loadtest.ipynb #77d2534d

@@ -37,9 +37,9 @@ __all__ = ['FIG_DPI', 'PCTS', 'HEAD_COLUMNS', 'POINT_KEYS', 'FLAG_NAMES', 'REPEA
            'ablation_families', 'ablation_keys', 'ablation_table', 'best_variants', 'plot_ablation', 'ablation_prose',
            'load_table', 'plot_load', 'config_columns', 'scenario_table', 'shared_config', 'Context', 'Prose', 'Table',
            'Plot', 'Figures', 'Bullets', 'Section', 'register_section', 'sections', 'render_section', 'growth_prose',
-           'length_fit_table', 'serve_slo', 'serve_steps', 'serve_summary', 'plot_serve', 'load_target', 'load_steps',
-           'load_summary', 'load_outcomes', 'plot_service_load', 'has_soak', 'plot_soak', 'generator_table',
-           'unclaimed', 'failed_runs', 'ScenarioTables', 'headline', 'write_report']
+           'length_fit_table', 'serve_slo', 'serve_keys', 'serve_steps', 'serve_summary', 'plot_serve', 'load_target',
+           'load_steps', 'load_summary', 'load_outcomes', 'plot_service_load', 'has_soak', 'plot_soak',
+           'generator_table', 'unclaimed', 'failed_runs', 'ScenarioTables', 'headline', 'write_report']
 
 # %% ../nbs/api/60_report.ipynb #0c2d9e57
 def by_scenario(*names:str, # the scenarios selected
@@ -919,8 +919,9 @@ register_section('soak', [Prose(SOAK_PROSE), Table(soak_table)], select=is_soak,
 
 # %% ../nbs/api/60_report.ipynb #5c3341e2
 is_serve = by_scenario('serve', 'gte_bench.loadtest:serve_compare', 'gte_bench.serve:serve_compare')
-SERVE_STEP_COLUMNS = ['model', 'corpus', 'server', 'clients', 'throughput_rps', 'p50_ms', 'p95_ms', 'p95_ci_lo_ms', 'p95_ci_hi_ms',
-                      'p99_ms', 'error_rate', 'fid_checked', 'fid_violations', 'server_cpu_cores', 'server_rss_peak_mb', 'valid', 'held']
+SERVE_STEP_COLUMNS = ['model', 'toggles', 'corpus', 'server', 'clients', 'round', 'throughput_rps', 'p50_ms', 'p95_ms', 'p95_ci_lo_ms',
+                      'p95_ci_hi_ms', 'p99_ms', 'error_rate', 'fid_checked', 'fid_violations', 'server_cpu_cores', 'idle_servers_cpu_cores',
+                      'server_rss_peak_mb', 'valid', 'held']
 
 def serve_slo(df:pd.DataFrame, select:Callable|None=None, # which records (default: the serving benchmark's)
              ) -> float:
@@ -937,30 +938,45 @@ def _serve_v1(s:pd.DataFrame, slo:float) -> pd.DataFrame:
     s.loc[old, 'held'] = (s.loc[old, 'errors'] == 0) & (s.loc[old, 'p95_ms'] <= slo)
     return s
 
+def serve_keys(steps:pd.DataFrame) -> list[str]:
+    "What tells one comparison from another: model and corpus, and the toggles where they vary"
+    return ['model', 'corpus'] + (['toggles'] if 'toggles' in steps and steps.toggles.nunique() > 1 else [])
+
 def serve_steps(df:pd.DataFrame) -> pd.DataFrame:
-    "One row per server and client count of the serving benchmark, flags marked"
+    "One row per server, client count and round of the serving benchmark, flags marked"
     s = with_flags(df[is_serve(df) & df.get('server', pd.Series(index=df.index, dtype=object)).notna()])
-    s = _serve_v1(s, serve_slo(df))
-    return s[[c for c in SERVE_STEP_COLUMNS if c in s] + flag_columns(s)].sort_values(['model', 'corpus', 'server', 'clients']).reset_index(drop=True)
+    s = _serve_v1(s, serve_slo(df)).assign(**{'round': lambda d: d.get('round', pd.Series(0, index=d.index)).fillna(0).astype(int)})
+    if 'toggles' in s: s['toggles'] = s.toggles.fillna('')
+    return s[[c for c in SERVE_STEP_COLUMNS if c in s] + flag_columns(s)].sort_values(
+        [*serve_keys(s), 'server', 'clients', 'round']).reset_index(drop=True)
+
+def _rounds_ratio(a:pd.Series, b:pd.Series) -> pd.Series:
+    "Ratios a/b of the rounds both have, where b is not 0"
+    r = (a / b[b > 0]).dropna()
+    return r
 
 def serve_summary(df:pd.DataFrame) -> pd.DataFrame:
-    "Per model and corpus: each server's requests/s at the SLO and at the most clients (with its P95), the ratios, the in-process bound of batching's, the replies checked"
+    "Per model and corpus: each server's requests/s at the SLO and at the most clients (with its P95), the ratios, the in-process bound of batching's, the replies checked; medians over rounds"
     steps, rows = serve_steps(df), []
     slo = serve_slo(df)
     pts = df[is_serve(df) & df.get('server', pd.Series(index=df.index, dtype=object)).isna()]
-    for (m, c), g in steps.groupby(['model', 'corpus']):
-        row, top = dict(model=m, corpus=c), int(g.clients.max())
+    keys = serve_keys(steps)
+    for key, g in steps.groupby(keys):
+        row, top, at, tops = dict(zip(keys, key)), int(g.clients.max()), {}, {}
         for srv, h in g.groupby('server', sort=False):
-            ok = h[h.held.fillna(False).astype(bool)] if 'held' in h else h.iloc[:0]
+            held = h.held.fillna(False).astype(bool) if 'held' in h else pd.Series(False, index=h.index)
+            at[srv] = h.throughput_rps.where(held, 0.0).groupby(h['round']).max()     # each round's best step that held (0: none)
             last = h[h.clients == top]
-            row[f'{srv} req/s at P95≤{slo:g} ms'] = ok.throughput_rps.max() if len(ok) else 0.0
-            row[f'{srv} req/s at {top} clients'] = last.throughput_rps.iloc[0] if len(last) else np.nan
-            row[f'{srv} P95 at {top} clients (ms)'] = last.p95_ms.iloc[0] if len(last) else np.nan
-        at = lambda srv: row.get(f'{srv} req/s at P95≤{slo:g} ms', np.nan)
-        top_rps = lambda srv: row.get(f'{srv} req/s at {top} clients', np.nan)
-        if at('infinity'): row['dynamic / infinity at the SLO'] = at('dynamic') / at('infinity')
-        if top_rps('none'): row[f'dynamic / none at {top} clients'] = top_rps('dynamic') / top_rps('none')
-        bound = pts.loc[(pts.model == m) & (pts.corpus == c), 'batching_bound'].dropna() if 'batching_bound' in pts else []
+            tops[srv] = last.set_index('round').throughput_rps
+            row[f'{srv} req/s at P95≤{slo:g} ms'] = at[srv].median()
+            row[f'{srv} req/s at {top} clients'] = last.throughput_rps.median() if len(last) else np.nan
+            row[f'{srv} P95 at {top} clients (ms)'] = last.p95_ms.median() if len(last) else np.nan
+        for name, num, den in (('dynamic / infinity at the SLO', at, 'infinity'), (f'dynamic / none at {top} clients', tops, 'none')):
+            if 'dynamic' not in num or den not in num or not len(r := _rounds_ratio(num['dynamic'], num[den])): continue
+            row[name] = r.median()
+            if g['round'].nunique() > 1: row[f'{name}: rounds (least–most)'] = f'{len(r)} ({r.min():.2f}–{r.max():.2f})'
+        sel = np.logical_and.reduce([pts[k].fillna('') == v if k == 'toggles' else pts[k] == v for k, v in zip(keys, key)]) if len(pts) else []
+        bound = pts.loc[sel, 'batching_bound'].dropna() if 'batching_bound' in pts and len(pts) else []
         if len(bound): row[f'in process: batch {top} / batch 1'] = float(bound.median())
         if 'fid_checked' in g and g.fid_checked.notna().any():
             row['replies checked'], row['wrong replies'] = int(g.fid_checked.sum()), int(g.fid_violations.fillna(0).sum())
@@ -970,31 +986,37 @@ def serve_summary(df:pd.DataFrame) -> pd.DataFrame:
 def plot_serve(df:pd.DataFrame):
     "P95 latency against throughput, one line per server through its client counts, one panel per model and corpus, with the SLO"
     steps = serve_steps(df)
-    panels = list(steps.groupby(['model', 'corpus']).groups) or [('', '')]
+    keys = serve_keys(steps)
+    panels = list(steps.groupby(keys).groups) or [('', '')]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     colours = level_colours(sorted(steps.server.unique()), 'tab10') if len(steps) else {}
     slo = serve_slo(df)
     for ax, key in zip(axes[0], panels):
-        g = steps[(steps.model == key[0]) & (steps.corpus == key[1])]
+        g = steps[np.logical_and.reduce([steps[k] == v for k, v in zip(keys, key)])] if len(steps) else steps
         for srv, h in g.groupby('server', sort=False):
-            h = h.sort_values('clients')
+            if h['round'].nunique() > 1:     # every round's step faint, their medians joined
+                ax.scatter(h.throughput_rps, h.p95_ms, s=6, color=colours[srv], alpha=0.35, lw=0)
+            h = h.groupby('clients', as_index=False)[['throughput_rps', 'p95_ms']].median()
             ax.plot(h.throughput_rps, h.p95_ms, marker='o', ms=4, color=colours[srv], label=srv)
             for r in h.itertuples(): ax.annotate(f"{r.clients:g}", (r.throughput_rps, r.p95_ms), fontsize=6, xytext=(3, 3), textcoords='offset points')
         ax.axhline(slo, color='k', ls='--', lw=1, label=f'SLO P95 {slo:g} ms')
-        ax.set(yscale='log', xlabel='throughput (requests/s, closed loop)', ylabel='P95 latency (ms)', title=' · '.join(key))
+        ax.set(yscale='log', xlabel='throughput (requests/s, closed loop)', ylabel='P95 latency (ms)', title=' · '.join(str(k) or 'default toggles' for k in key))
         plain_log_axis(ax, 'y'); ax.legend(fontsize=7)
     fig.suptitle('Serving: each point a client count (labelled), one text per request', fontsize=9)
     fig.tight_layout()
     return fig
 
 SERVE_PROSE = ('Closed-loop clients (the load generator of `gte-bench load`, on the same machine) send one text per request to '
-               'each server in turn, serving the same checkpoint folder: `dynamic` is gte-bench serve with dynamic '
+               'each server, serving the same checkpoint folder: `dynamic` is gte-bench serve with dynamic '
                'micro-batching, `none` the same service with one forward per request, `infinity` infinity-emb on its torch '
-               'engine. A step counts the requests that finished in its timed window, after a warm-up; `server_cpu_cores` is '
-               'what the server process used over it (the rest of the machine went to the client). A sample of each step\'s '
-               'replies is checked against the checkpoint\'s own vectors. Throughput at the SLO is the best step that held it '
-               '(P95 under the bound, no errors, no wrong reply, a valid step); with client counts as steps, it is a lower '
-               'bound of what each server holds.')
+               'engine, in the same dtype. The servers are up together and take turns, client count by client count; with '
+               'rounds, each round steps every server once and who goes first rotates. A step counts the requests that '
+               'finished in its timed window, after a warm-up; `server_cpu_cores` is what the server process used over it '
+               '(the rest of the machine went to the client), `idle_servers_cpu_cores` what the servers waiting their turn '
+               'used. A sample of each step\'s replies is checked against the checkpoint\'s own vectors. Throughput at the SLO '
+               'is the best step that held it (P95 under the bound, no errors, no wrong reply, a valid step); with client '
+               'counts as steps, it is a lower bound of what each server holds. With rounds, each figure is the median of '
+               'the rounds\' figures, and each ratio the median of the rounds\' ratios, with their count and range.')
 
 register_section('serve', [Prose(SERVE_PROSE), Figures([Plot('serve', plot_serve, lambda d: serve_steps(d).shape[0] > 0)]),
                            Table(serve_summary, 'Throughput at the SLO'), Table(serve_steps, 'Every step')],

@@ -28,10 +28,11 @@ from .optim import Runner, Toggles
 
 # %% auto #0
 __all__ = ['SERVE_TOGGLES', 'ZERO_OK', 'ERROR_TYPES', 'DURATION_BUCKETS', 'LOOPBACK', 'PARENT_ENV', 'INFINITY_ENV',
-           'serve_toggles', 'Limits', 'ServeError', 'json_type', 'parse_body', 'check_text', 'text_list', 'pair_list',
-           'uie_item', 'Metrics', 'Pending', 'Batcher', 'Model', 'ServeState', 'read_body', 'timing_headers', 'infer',
-           'make_app', 'embedding_request', 'vector_json', 'similarity_request', 'add_routes', 'watch_parent', 'serve',
-           'free_port', 'serve_command', 'Service', 'run_sync', 'process_tree', 'infinity_service']
+           'INFINITY_DTYPES', 'serve_toggles', 'Limits', 'ServeError', 'json_type', 'parse_body', 'check_text',
+           'text_list', 'pair_list', 'uie_item', 'Metrics', 'Pending', 'Batcher', 'Model', 'ServeState', 'read_body',
+           'timing_headers', 'infer', 'make_app', 'embedding_request', 'vector_json', 'similarity_request',
+           'add_routes', 'watch_parent', 'serve', 'free_port', 'serve_command', 'Service', 'run_sync', 'process_tree',
+           'infinity_service']
 
 # %% ../nbs/api/80_serve.ipynb #4151edb7
 SERVE_TOGGLES = dict(grad_mode='inference_mode', padding='bucket', batch_size=256, max_length=512)
@@ -627,9 +628,16 @@ def process_tree(pid:int) -> list:
 INFINITY_ENV = dict(HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', DO_NOT_TRACK='1', INFINITY_ANONYMOUS_USAGE_STATS='0')
 "infinity offline and without its usage statistics"
 
-def infinity_service(folder:str|Path, name:str, venv:str|Path='.venv-infinity') -> Service:
+INFINITY_DTYPES = dict(fp32='float32', fp16='float16', bf16='bfloat16')
+"infinity's `--dtype` for each of the toggles' dtypes"
+
+def infinity_service(folder:str|Path, name:str, venv:str|Path='.venv-infinity',
+                     dtype:str='fp32', # the weights' dtype, as the toggles name it: fp32 | fp16 | bf16
+                    ) -> Service:
     "infinity serving checkpoint `folder` on the CPU with its torch engine, from the venv `venv` (`make infinity`)"
+    if dtype not in INFINITY_DTYPES: raise ValueError(f"dtype {dtype!r} is not one of {list(INFINITY_DTYPES)}")
     exe = Path(venv) / 'bin' / 'infinity_emb'
     if not exe.exists(): raise FileNotFoundError(f"no infinity at {exe}: run `make infinity` to build its venv")
     return Service([str(exe), 'v2', '--model-id', str(folder), '--served-model-name', name, '--engine', 'torch', '--device', 'cpu',
-                    '--no-bettertransformer', '--host', '127.0.0.1', '--port', '{port}', '--log-level', 'warning'], env=INFINITY_ENV)
+                    '--dtype', INFINITY_DTYPES[dtype], '--no-bettertransformer', '--host', '127.0.0.1', '--port', '{port}',
+                    '--log-level', 'warning'], env=INFINITY_ENV)

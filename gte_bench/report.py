@@ -942,13 +942,15 @@ def serve_keys(steps:pd.DataFrame) -> list[str]:
     "What tells one comparison from another: model and corpus, and the toggles where they vary"
     return ['model', 'corpus'] + (['toggles'] if 'toggles' in steps and steps.toggles.nunique() > 1 else [])
 
-def serve_steps(df:pd.DataFrame) -> pd.DataFrame:
+def serve_steps(df:pd.DataFrame, shown:bool=True, # drop the round and toggles columns where they do not vary
+               ) -> pd.DataFrame:
     "One row per server, client count and round of the serving benchmark, flags marked"
     s = with_flags(df[is_serve(df) & df.get('server', pd.Series(index=df.index, dtype=object)).notna()])
     s = _serve_v1(s, serve_slo(df)).assign(**{'round': lambda d: d.get('round', pd.Series(0, index=d.index)).fillna(0).astype(int)})
     if 'toggles' in s: s['toggles'] = s.toggles.fillna('')
-    return s[[c for c in SERVE_STEP_COLUMNS if c in s] + flag_columns(s)].sort_values(
+    s = s[[c for c in SERVE_STEP_COLUMNS if c in s] + flag_columns(s)].sort_values(
         [*serve_keys(s), 'server', 'clients', 'round']).reset_index(drop=True)
+    return s.drop(columns=[c for c in ('round', 'toggles') if c in s and s[c].nunique() < 2]) if shown else s
 
 def _rounds_ratio(a:pd.Series, b:pd.Series) -> pd.Series:
     "Ratios a/b of the rounds both have, where b is not 0"
@@ -957,7 +959,7 @@ def _rounds_ratio(a:pd.Series, b:pd.Series) -> pd.Series:
 
 def serve_summary(df:pd.DataFrame) -> pd.DataFrame:
     "Per model and corpus: each server's requests/s at the SLO and at the most clients (with its P95), the ratios, the in-process bound of batching's, the replies checked; medians over rounds"
-    steps, rows = serve_steps(df), []
+    steps, rows = serve_steps(df, shown=False), []
     slo = serve_slo(df)
     pts = df[is_serve(df) & df.get('server', pd.Series(index=df.index, dtype=object)).isna()]
     keys = serve_keys(steps)
@@ -985,13 +987,15 @@ def serve_summary(df:pd.DataFrame) -> pd.DataFrame:
 
 def plot_serve(df:pd.DataFrame):
     "P95 latency against throughput, one line per server through its client counts, one panel per model and corpus, with the SLO"
-    steps = serve_steps(df)
+    steps = serve_steps(df, shown=False)
     keys = serve_keys(steps)
     panels = list(steps.groupby(keys).groups) or [('', '')]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    cols = min(len(panels), 4); rows = -(-len(panels) // cols)          # four panels to a row
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]: ax.set_visible(False)
     colours = level_colours(sorted(steps.server.unique()), 'tab10') if len(steps) else {}
     slo = serve_slo(df)
-    for ax, key in zip(axes[0], panels):
+    for ax, key in zip(axes.flat, panels):
         g = steps[np.logical_and.reduce([steps[k] == v for k, v in zip(keys, key)])] if len(steps) else steps
         for srv, h in g.groupby('server', sort=False):
             if h['round'].nunique() > 1:     # every round's step faint, their medians joined
@@ -1009,8 +1013,9 @@ def plot_serve(df:pd.DataFrame):
 SERVE_PROSE = ('Closed-loop clients (the load generator of `gte-bench load`, on the same machine) send one text per request to '
                'each server, serving the same checkpoint folder: `dynamic` is gte-bench serve with dynamic '
                'micro-batching, `none` the same service with one forward per request, `infinity` infinity-emb on its torch '
-               'engine, in the same dtype. The servers are up together and take turns, client count by client count; with '
-               'rounds, each round steps every server once and who goes first rotates. A step counts the requests that '
+               'engine, in the same dtype. In runs whose steps carry a `round`, the servers were up together and took turns, '
+               'client count by client count, each round stepping every server once with who goes first rotating; earlier '
+               'runs served them one after another. A step counts the requests that '
                'finished in its timed window, after a warm-up; `server_cpu_cores` is what the server process used over it '
                '(the rest of the machine went to the client), `idle_servers_cpu_cores` what the servers waiting their turn '
                'used. A sample of each step\'s replies is checked against the checkpoint\'s own vectors. Throughput at the SLO '

@@ -975,13 +975,14 @@ def _cpu_s(pids:Sequence[int]) -> float:
         except psutil.Error: pass
     return total
 
-def per_round(steps:Sequence[dict]) -> dict:
-    "Each round's `steps_summary` figures, then their medians: the throughput at the SLO, and at the most clients with its P95"
-    rounds = sorted({m['round'] for m in steps})
-    at = [steps_summary([m for m in steps if m['round'] == r])['rps_at_slo'] for r in rounds]
-    top = [m for m in steps if m['clients'] == max(x['clients'] for x in steps)]
-    return dict(rps_at_slo_rounds=at, rps_at_slo=statistics.median(at), rps_max_clients=statistics.median(m['throughput_rps'] for m in top),
-                p95_max_clients=statistics.median(m['p95_ms'] for m in top))
+def per_round(steps:Sequence[dict]) -> tuple[dict, dict]:
+    "Each round's throughput at the SLO (`steps_summary`) and at the most clients, by round; and their medians, with that P95's"
+    rounds, most = sorted({m['round'] for m in steps}), max(m['clients'] for m in steps)
+    top = sorted((m for m in steps if m['clients'] == most), key=lambda m: m['round'])
+    by_round = dict(rps_at_slo=[steps_summary([m for m in steps if m['round'] == r])['rps_at_slo'] for r in rounds],
+                    rps_max_clients=[m['throughput_rps'] for m in top])
+    return by_round, dict(rps_at_slo=statistics.median(by_round['rps_at_slo']), rps_max_clients=statistics.median(by_round['rps_max_clients']),
+                          p95_max_clients=statistics.median(m['p95_ms'] for m in top))
 
 def ratio_rounds(a:Sequence[float], b:Sequence[float]) -> tuple[float, float, float]:
     "The median, least and greatest of the rounds' ratios a/b (rounds where b is 0 left out; NaN when none is left)"
@@ -1031,8 +1032,8 @@ def serve_compare(run, # the run context
         steps = {name: [] for name in targets}
         for i, c in enumerate(levels):
             for r in range(int(rounds)):
-                turn = list(targets)[(i + r) % max(len(targets), 1):] + list(targets)[:(i + r) % max(len(targets), 1)]
-                for name in turn:                   # who goes first rotates, so that no server always follows the same one
+                k = (i + r) % max(len(steps), 1)
+                for name in [*steps][k:] + [*steps][:k]:                   # who goes first rotates, so that no server always follows the same one
                     t, idle = targets[name], [x.pid for n, x in targets.items() if n != name]
                     run.phase(ph := f'{name}-{c}' + (f'-r{r}' if rounds > 1 else ''))
                     cpu0, t0 = _cpu_s(idle), time.perf_counter()
@@ -1043,15 +1044,13 @@ def serve_compare(run, # the run context
                     run.record({**{k: v for k, v in m.items() if k != 'clients'}, 'start_s': start_s[name]}, phase=ph, items=m['n'],
                                server=name, clients=c, round=r)
                     print(f'{name:>9} ' + (f'r{r} ' if rounds > 1 else '') + step_line(m), flush=True)
+        by_round = {}
         for name, st in steps.items():
-            out.update({f'{name}_{k}': v for k, v in {**steps_summary(st), **per_round(st)}.items()})
-    at = lambda n: out.get(f'{n}_rps_at_slo_rounds') or []
-    if 'dynamic' in steps and 'infinity' in steps:
-        out['dynamic_vs_infinity_at_slo'], out['dynamic_vs_infinity_at_slo_min'], out['dynamic_vs_infinity_at_slo_max'] = ratio_rounds(at('dynamic'), at('infinity'))
-    if 'dynamic' in steps and 'none' in steps:
-        tops = {n: [m['throughput_rps'] for m in steps[n] if m['clients'] == max(levels)] for n in ('dynamic', 'none')}
-        out['dynamic_vs_none_max_clients'], out['dynamic_vs_none_max_clients_min'], out['dynamic_vs_none_max_clients_max'] = ratio_rounds(tops['dynamic'], tops['none'])
-    for n in steps: out.pop(f'{n}_rps_at_slo_rounds', None)
+            by_round[name], medians = per_round(st)
+            out.update({f'{name}_{k}': v for k, v in {**steps_summary(st), **medians}.items()})
+    for ratio, other, figure in (('dynamic_vs_infinity_at_slo', 'infinity', 'rps_at_slo'), ('dynamic_vs_none_max_clients', 'none', 'rps_max_clients')):
+        if 'dynamic' in by_round and other in by_round:
+            out[ratio], out[f'{ratio}_min'], out[f'{ratio}_max'] = ratio_rounds(by_round['dynamic'][figure], by_round[other][figure])
     return out
 
 # %% ../nbs/api/81_loadtest.ipynb #77d2534d

@@ -954,8 +954,7 @@ def serve_steps(df:pd.DataFrame, shown:bool=True, # drop the round and toggles c
 
 def _rounds_ratio(a:pd.Series, b:pd.Series) -> pd.Series:
     "Ratios a/b of the rounds both have, where b is not 0"
-    r = (a / b[b > 0]).dropna()
-    return r
+    return (a / b[b > 0]).dropna()
 
 def serve_summary(df:pd.DataFrame) -> pd.DataFrame:
     "Per model and corpus: each server's requests/s at the SLO and at the most clients (with its P95), the ratios, the in-process bound of batching's, the replies checked; medians over rounds"

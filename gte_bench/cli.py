@@ -242,12 +242,13 @@ def serve_command(model:str=None, # preset name or alias, checkpoint folder, Mod
                   tokenizer_threads:int=1, # threads tokenizing requests as they arrive
                   max_forward_tokens:int=0, # padded tokens per forward pass; 0: 1024 on a CPU, 16384 on a GPU
                   wait_always:bool=False, # wait out max_wait_ms even with no other request on its way (a fixed batching window)
+                  workers:int=1, # inference threads computing batches at once; on a CPU each gets an equal share of its threads
                   log_level:str='warning', # uvicorn's: debug, info, warning, error
                  ):
     "Serve a model over HTTP with dynamic micro-batching, backpressure and Prometheus metrics"
     from gte_bench.serve import Limits, serve
     limits = Limits(max_batch_tokens, max_batch_requests, max_wait_ms, max_concurrent, max_queue_tokens, max_inputs,
-                    max_body_bytes, timeout_s, truncate, tokenizer_threads, max_forward_tokens, wait_always)
+                    max_body_bytes, timeout_s, truncate, tokenizer_threads, max_forward_tokens, wait_always, workers)
     serve(model, task, toggles, batching, host, port, device, seed, limits, api_key or os.environ.get('GTE_BENCH_API_KEY'), log_level)
 
 # %% ../nbs/api/70_cli.ipynb #9f9b56c8

@@ -999,13 +999,14 @@ def serve_compare(run, # the run context
                   slo_ms:float=150.0, # the P95 bound of 'throughput at the SLO'
                   toggles:str='', # gte-bench serve's toggles beyond its defaults; their dtype is infinity's too
                   rounds:int=1, # every server is stepped at every client count this many times, the servers taking turns
+                  workers:int=1, # gte-bench serve's inference threads, in both batching modes (Limits.workers)
                   check_sample:int=200, # replies per step checked against the checkpoint's vectors
                   n_requests:int=512, # distinct requests, sent in turn
                   infinity_venv:str='.venv-infinity', seed:int=0,
                  ) -> dict:
     "Closed-loop throughput and latency of gte-bench serve (dynamic batching, none) and infinity on one checkpoint, side by side, replies checked"
     from gte_bench.corpora import load_texts
-    from gte_bench.serve import Service, infinity_service, serve_toggles
+    from gte_bench.serve import Limits, Service, infinity_service, serve_toggles
     names, levels = [s.strip() for s in str(servers).split(',') if s.strip()], [int(c) for c in _levels(concurrency)]
     if bad := [s for s in names if s not in SERVERS]: raise ValueError(f"server {bad[0]!r} is not one of {list(SERVERS)}")
     if int(rounds) < 1: raise ValueError(f"rounds {rounds!r} must be at least 1")
@@ -1024,7 +1025,8 @@ def serve_compare(run, # the run context
         for name in names:                          # all up at once, so that their steps can take turns
             kind, kw = SERVERS[name]
             run.phase(f'{name}-start'); t0 = time.perf_counter()
-            try: svc = (Service(model=str(folder), toggles=toggles or None, **kw) if kw else infinity_service(folder, name_, infinity_venv, dtype)).start()
+            try: svc = (Service(model=str(folder), toggles=toggles or None, limits=Limits(workers=int(workers)), **kw) if kw
+                        else infinity_service(folder, name_, infinity_venv, dtype)).start()
             except Exception as e:
                 run.record({}, status='error', error=str(e).splitlines()[0], server=name); out[f'{name}_rps_at_slo'] = math.nan; continue
             up.callback(svc.stop)

@@ -245,6 +245,7 @@ class Runner:
     def threads(self):
         "Run the body with this runner's CPU thread count, restoring the caller's afterwards"
         n, old = self.toggles.threads, torch.get_num_threads()
+        n = n if n != old else 0                  # already so on this thread: setting it again would clear oneDNN's cache
         if n: torch.set_num_threads(n)
         try: yield
         finally:

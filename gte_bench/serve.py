@@ -23,7 +23,7 @@ from fastcore.basics import patch
 from starlette.exceptions import HTTPException
 
 from .corpora import check_pairs, check_uie_items, load_items
-from .models import Adapter, adapter_class, model_source, run_batched
+from .models import Adapter, adapter_class, model_source, resolve_device, run_batched
 from .optim import Runner, Toggles
 
 # %% auto #0
@@ -63,6 +63,7 @@ class Limits:
     tokenizer_threads:int=1 # threads that tokenize requests as they arrive
     max_forward_tokens:int=0 # padded tokens in one forward pass of a batch; 0: 1024 on a CPU, 16384 on a GPU
     wait_always:bool=False # the head waits out max_wait_ms even with nothing on its way (a fixed batching window, as Triton's max queue delay)
+    workers:int=1 # inference threads, each computing a batch of its own; on a CPU they share its threads out
 
     def __post_init__(self):
         for f in fields(self):
@@ -180,7 +181,7 @@ class Batcher:
                 ):
         self.compute, self.limits, self.dynamic, self.metrics, self.incoming = compute, limits, dynamic, metrics, incoming
         self.queue, self.cv = collections.deque(), threading.Condition()
-        self.queued_tokens, self.stopping, self.batches, self.thread = 0, False, 0, None
+        self.queued_tokens, self.stopping, self.batches, self.threads = 0, False, 0, []
 
     @property
     def cap(self) -> int: return self.limits.max_batch_requests if self.dynamic else 1
@@ -210,13 +211,14 @@ class Batcher:
 # %% ../nbs/api/80_serve.ipynb #b2ffbab2
 @patch
 def start(self:Batcher) -> Batcher:
-    "Start the inference thread"
-    self.thread = threading.Thread(target=self.loop, name='gte-bench-batcher', daemon=True)
-    self.thread.start(); return self
+    "Start the inference threads, `limits.workers` of them"
+    self.threads = [threading.Thread(target=self.loop, name=f'gte-bench-batcher-{k}', daemon=True) for k in range(self.limits.workers)]
+    for t in self.threads: t.start()
+    return self
 
 @patch
 def loop(self:Batcher):
-    "The inference thread: batch, compute, deliver, until stopped with an empty queue"
+    "An inference thread: batch, compute, deliver, until stopped with an empty queue"
     lim = self.limits
     while True:
         with self.cv:
@@ -248,20 +250,28 @@ def run(self:Batcher, batch:list[Pending]):
 
 @patch
 def stop(self:Batcher, drain:bool=True, timeout_s:float=60.0):
-    "Stop taking requests; answer the queued ones (drain) or fail them with 503; wait for the thread"
+    "Stop taking requests; answer the queued ones (drain) or fail them with 503; wait for the threads"
     with self.cv:
         self.stopping = True
         if not drain:
             while self.queue: self.queue.popleft().done(ServeError(503, "the service stopped before this request ran"), 0.0, 0.0)
         self.cv.notify_all()
-    if self.thread and self.thread.is_alive(): self.thread.join(timeout_s)
+    t_end = time.monotonic() + timeout_s
+    for t in self.threads: t.join(max(t_end - time.monotonic(), 0))
 
 # %% ../nbs/api/80_serve.ipynb #e2de8cbb
 class Model:
     "A toggled model as the service runs it: tokenization and batch compute, each on its own thread"
     def __init__(self, model:str|None=None, task:str='embed', toggles:Toggles|str|None=None, device:str='cpu', seed:int=0,
-                 truncate:bool=False, max_forward_tokens:int=0):
-        self.runner = Runner(model, serve_toggles(toggles), device, seed, task)
+                 truncate:bool=False, max_forward_tokens:int=0,
+                 workers:int=1): # inference threads that will call `compute` at once
+        toggles = serve_toggles(toggles)
+        if workers > 1 and task == 'extract':
+            raise ValueError(f"workers={workers}: SiameseUIE tokenizes inside its computation, with a tokenizer that two threads "
+                             "cannot share; serve extraction with one worker")
+        if workers > 1 and not toggles.threads and resolve_device(device).type == 'cpu':
+            toggles = replace(toggles, threads=max(1, torch.get_num_threads() // workers))   # the CPU's threads, shared out
+        self.runner = Runner(model, toggles, device, seed, task)
         self.adapter, self.task, self.truncate = self.runner.adapter, task, truncate
         self.toggles = self.runner.toggles                # what was applied, after the plan's skips
         self.max_length = self.toggles.max_length
@@ -289,6 +299,8 @@ class Model:
     def compute(self, seqs:list) -> list:
         "Outputs of a batch of prepared inputs, in order"
         r, t = self.runner, self.toggles
+        if t.threads and torch.get_num_threads() != t.threads:
+            torch.set_num_threads(t.threads)     # once per inference thread (its own OpenMP setting): setting it clears oneDNN's cache
         with r.threads(), torch.inference_mode():
             if not self.tokenized: return list(r(seqs, use_oracle=False))
             return run_batched(self.adapter, seqs, list, partial(self.adapter.rows, r.fns), t.max_length, t.padding, t.batch_size,
@@ -308,7 +320,8 @@ class ServeState:
     def load(self):
         "Load the model and start the batcher (on a thread); a failure is kept for /health and stops the service"
         try:
-            model = Model(**self.model_kw, truncate=self.limits.truncate, max_forward_tokens=self.limits.max_forward_tokens)
+            lim = self.limits
+            model = Model(**self.model_kw, truncate=lim.truncate, max_forward_tokens=lim.max_forward_tokens, workers=lim.workers)
             self.batcher = Batcher(model.compute, self.limits, self.dynamic, self.metrics, lambda: self.arriving).start()
             self.model = model                    # last: a service with a model has its batcher (/health and the routes read it)
         except Exception as e:
@@ -324,7 +337,7 @@ class ServeState:
         if m is None: return 503, dict(status='loading', **facts)
         if b.stopping: return 503, dict(status='draining', **facts)
         return 200, dict(status='ok', device=str(m.adapter.device), dtype=m.adapter.dtype, weights=m.adapter.weights,
-                         toggles=m.toggles.label, batching='dynamic' if self.dynamic else 'none', load_s=m.adapter.load_s, **facts)
+                         toggles=m.toggles.label, batching='dynamic' if self.dynamic else 'none', workers=self.limits.workers, load_s=m.adapter.load_s, **facts)
 
 # %% ../nbs/api/80_serve.ipynb #fb3b291f
 async def read_body(request, limit:int) -> bytes:

@@ -61,12 +61,12 @@ def test_embeddings_match_the_model_in_process(svc, ckpt):
     assert models['data'][0]['id'] == str(ckpt['embed'])
 
 
-def test_concurrent_rows_are_each_texts_own(svc):
-    "Under concurrent load every row equals the vector of its text sent alone, in the order of `index`"
+def check_concurrent_rows(svc, n=120):
+    "Send `n` requests at once; every row must equal the vector of its text sent alone, in the order of `index`. The batch counts"
     alone = {t: solo(svc.url, t) for t in TEXTS}
     before = metrics(svc.url)
     rng = np.random.default_rng(0)
-    reqs = [list(rng.choice(TEXTS, size=int(rng.integers(1, 4)))) for _ in range(120)]
+    reqs = [list(rng.choice(TEXTS, size=int(rng.integers(1, 4)))) for _ in range(n)]
 
     async def go():
         import aiohttp
@@ -85,7 +85,21 @@ def test_concurrent_rows_are_each_texts_own(svc):
     batches = sample(after, 'te_batch_next_size', 'te_batch_next_size_count') - sample(before, 'te_batch_next_size', 'te_batch_next_size_count')
     requests = sample(after, 'te_batch_next_size', 'te_batch_next_size_sum') - sample(before, 'te_batch_next_size', 'te_batch_next_size_sum')
     assert requests == len(reqs)
-    assert batches < len(reqs) / 2, f"{len(reqs)} concurrent requests ran in {batches} batches: they were not batched together"
+    return batches
+
+
+def test_concurrent_rows_are_each_texts_own(svc):
+    "Under concurrent load every row equals the vector of its text sent alone, in the order of `index`"
+    batches = check_concurrent_rows(svc)
+    assert batches < 120 / 2, f"120 concurrent requests ran in {batches} batches: they were not batched together"
+
+
+def test_two_workers_keep_each_row_its_texts_own(ckpt):
+    "Two inference threads computing batches at once, each on its share of the CPU's threads: every row is still its text's own"
+    with Service(model=str(ckpt['embed']), limits=Limits(max_wait_ms=5, max_inputs=16, workers=2)) as s:
+        h = httpx.get(s.url + '/health').json()
+        assert h['workers'] == 2 and 'threads=' in h['toggles'], h
+        check_concurrent_rows(s, 200)
 
 
 def test_metrics_parse_with_prometheus_parser(svc):
@@ -215,9 +229,10 @@ def test_overload_at_twice_capacity_gets_fast_429s_and_bounded_memory(ckpt):
         assert httpx.get(s.url + '/health').json()['inflight'] == 0
 
 
-def test_sigterm_drains_the_queue(ckpt):
-    "SIGTERM while requests wait in the queue: every one is answered, the process exits 0, nothing new is taken"
-    s = Service(model=str(ckpt['embed']), limits=Limits(max_wait_ms=3000, max_batch_requests=256, wait_always=True)).start()
+@pytest.mark.parametrize('workers', [1, 2])
+def test_sigterm_drains_the_queue(ckpt, workers):
+    "SIGTERM while requests wait in the queue: every one is answered, the process exits 0 (its inference threads all ended), nothing new is taken"
+    s = Service(model=str(ckpt['embed']), limits=Limits(max_wait_ms=3000, max_batch_requests=256, wait_always=True, workers=workers)).start()
     try:
         with ThreadPoolExecutor(24) as pool:
             futs = [pool.submit(httpx.post, s.url + '/v1/embeddings', json=dict(input=TEXTS[i % 8]), timeout=60) for i in range(24)]
@@ -303,7 +318,7 @@ def test_toggles_apply_to_the_served_model(ckpt):
 
 
 def test_the_serving_benchmark_notebook_under_papermill(tmp_path):
-    "bench/serve.ipynb with a smaller preset: one record per server and step, the point's record with the ratio"
+    "bench/serve.ipynb with a smaller preset and two workers: one record per server and step, the point's record with the ratio"
     import papermill as pm
     from gte_bench.records import load_results
     from gte_bench.run import bench_notebook
@@ -311,7 +326,7 @@ def test_the_serving_benchmark_notebook_under_papermill(tmp_path):
     kernel_env()
     out_dir = tmp_path / 'records'
     pm.execute_notebook(str(bench_notebook('serve')), str(tmp_path / 'run.ipynb'), kernel_name='python3', progress_bar=False,
-                        parameters=dict(model='gte-small-zh', concurrency='1,8', duration_s=1.0, warmup_s=0.3, out_dir=str(out_dir)),
+                        parameters=dict(model='gte-small-zh', concurrency='1,8', workers=2, duration_s=1.0, warmup_s=0.3, out_dir=str(out_dir)),
                         **KERNEL_KW)
     df = load_results(out_dir)
     steps = df[df['server'].notna()]

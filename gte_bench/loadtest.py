@@ -947,18 +947,26 @@ def batch_ceiling(model:str, # a checkpoint folder or preset
                   batches:Sequence[int]=(1, 64), # requests per batch
                   seconds:float=3.0, # measured per batch size, after one warm-up batch
                   toggles:str='', # gte-bench serve's toggles beyond its defaults
-                  seed:int=0) -> dict:
-    "Texts per second of gte-bench serve's model computing batches of `n` one-text requests in this process: `model_tps_b{n}`"
+                  seed:int=0,
+                  workers:int=1, # batches computed at once, each on a thread of its own (gte-bench serve's --workers)
+                 ) -> dict:
+    "Texts per second of gte-bench serve's model computing batches of `n` one-text requests in this process, as its inference threads do: `model_tps_b{n}`"
     from gte_bench.serve import Model
-    m, out = Model(model, toggles=toggles or None, seed=seed, truncate=True), {}
+    m, out = Model(model, toggles=toggles or None, seed=seed, truncate=True, workers=workers), {}
     seqs, _ = m.prepare(list(texts))
     for b in batches:
         take = lambda i: [seqs[(i * b + j) % len(seqs)] for j in range(b)]
-        m.compute(take(0))
-        n, t0, i = 0, time.perf_counter(), 1
-        while time.perf_counter() - t0 < seconds or n == 0:
-            m.compute(take(i)); n += b; i += 1
-        out[f'model_tps_b{b}'] = n / (time.perf_counter() - t0)
+        start, counts = threading.Barrier(workers + 1, timeout=600), [0] * workers
+        def work(k):
+            m.compute(take(k))                    # a warm-up batch, on the thread that computes (its thread count set there)
+            start.wait(); i, t0 = k, time.perf_counter()
+            while time.perf_counter() - t0 < seconds or counts[k] == 0:
+                i += workers; m.compute(take(i)); counts[k] += b
+        threads = [threading.Thread(target=work, args=(k,), name=f'batch-ceiling-{k}') for k in range(workers)]
+        for t in threads: t.start()
+        start.wait(); t0 = time.perf_counter()
+        for t in threads: t.join()
+        out[f'model_tps_b{b}'] = sum(counts) / (time.perf_counter() - t0)
     return out
 
 # %% ../nbs/api/81_loadtest.ipynb #5c0a7e02
@@ -1015,7 +1023,7 @@ def serve_compare(run, # the run context
         name_ = Path(model).name
         run.phase('reference'); ref = Reference.from_model(str(folder), 'embed', seed=seed)
         texts = load_texts(corpus)
-        run.phase('in-process'); out = batch_ceiling(str(folder), texts, (1, max(levels)), toggles=toggles, seed=seed)
+        run.phase('in-process'); out = batch_ceiling(str(folder), texts, (1, max(levels)), toggles=toggles, seed=seed, workers=int(workers))
         out['batching_bound'] = out[f'model_tps_b{max(levels)}'] / out['model_tps_b1']
         print(f"in process: {out['model_tps_b1']:.1f} texts/s one at a time, {out[f'model_tps_b{max(levels)}']:.1f} in batches of "
               f"{max(levels)}: batching can gain {out['batching_bound']:.2f}x", flush=True)

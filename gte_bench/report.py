@@ -27,19 +27,20 @@ __all__ = ['FIG_DPI', 'PCTS', 'HEAD_COLUMNS', 'POINT_KEYS', 'FLAG_NAMES', 'REPEA
            'LINEAR_LOO_SLACK', 'LOO_NEGLIGIBLE', 'SUMMARY_COLUMNS', 'REPEAT_COLUMNS', 'SOAK_COLUMNS', 'FIDELITY',
            'FID_COLUMNS', 'ABLATION_COLUMNS', 'ABLATION_INTRO', 'LOAD_COLUMNS', 'LOAD_SETUP', 'MAIN_METRICS',
            'SECTIONS', 'RUNS_NOTE', 'LOAD_PROSE', 'GROWTH_RULE', 'SOAK_PROSE', 'is_serve', 'SERVE_STEP_COLUMNS',
-           'SERVE_PROSE', 'is_service_load', 'is_generator', 'LOAD_TARGET', 'LOAD_STEP_COLUMNS', 'SERVICE_LOAD_PROSE',
-           'GENERATOR_PROSE', 'by_scenario', 'is_latency', 'is_ablation', 'is_load', 'is_soak', 'save_figure',
-           'ok_runs', 'point_columns', 'flag_set', 'run_flags', 'with_flags', 'flag_columns', 'points', 'clean_points',
-           'flag_why', 'runs_prose', 'shaped_runs', 'log_ticks', 'plain_log_axis', 'contrast_on_white', 'visible',
-           'level_colours', 'plot_latency_vs_batch', 'plot_latency_vs_length', 'plot_throughput', 'has_stages',
-           'plot_breakdown', 'growth_fit', 'growth_table', 'length_fits', 'fit_label', 'plot_length_fit',
+           'SERVE_SETTINGS', 'SERVE_PROSE', 'is_service_load', 'is_generator', 'LOAD_TARGET', 'LOAD_STEP_COLUMNS',
+           'SERVICE_LOAD_PROSE', 'GENERATOR_PROSE', 'by_scenario', 'is_latency', 'is_ablation', 'is_load', 'is_soak',
+           'save_figure', 'ok_runs', 'point_columns', 'flag_set', 'run_flags', 'with_flags', 'flag_columns', 'points',
+           'clean_points', 'flag_why', 'runs_prose', 'shaped_runs', 'log_ticks', 'plain_log_axis', 'contrast_on_white',
+           'visible', 'level_colours', 'plot_latency_vs_batch', 'plot_latency_vs_length', 'plot_throughput',
+           'has_stages', 'plot_breakdown', 'growth_fit', 'growth_table', 'length_fits', 'fit_label', 'plot_length_fit',
            'truncation_note', 'summary_table', 'failures_table', 'environment_lines', 'soak_table', 'Fidelity',
            'ablation_families', 'ablation_keys', 'ablation_table', 'best_variants', 'plot_ablation', 'ablation_prose',
            'load_table', 'plot_load', 'config_columns', 'scenario_table', 'shared_config', 'Context', 'Prose', 'Table',
            'Plot', 'Figures', 'Bullets', 'Section', 'register_section', 'sections', 'render_section', 'growth_prose',
-           'length_fit_table', 'serve_slo', 'serve_keys', 'serve_steps', 'serve_summary', 'plot_serve', 'load_target',
-           'load_steps', 'load_summary', 'load_outcomes', 'plot_service_load', 'has_soak', 'plot_soak',
-           'generator_table', 'unclaimed', 'failed_runs', 'ScenarioTables', 'headline', 'write_report']
+           'length_fit_table', 'serve_slo', 'serve_settings', 'serve_keys', 'serve_label', 'serve_steps',
+           'serve_summary', 'plot_serve', 'load_target', 'load_steps', 'load_summary', 'load_outcomes',
+           'plot_service_load', 'has_soak', 'plot_soak', 'generator_table', 'unclaimed', 'failed_runs',
+           'ScenarioTables', 'headline', 'write_report']
 
 # %% ../nbs/api/60_report.ipynb #0c2d9e57
 def by_scenario(*names:str, # the scenarios selected
@@ -919,7 +920,7 @@ register_section('soak', [Prose(SOAK_PROSE), Table(soak_table)], select=is_soak,
 
 # %% ../nbs/api/60_report.ipynb #5c3341e2
 is_serve = by_scenario('serve', 'gte_bench.loadtest:serve_compare', 'gte_bench.serve:serve_compare')
-SERVE_STEP_COLUMNS = ['model', 'toggles', 'corpus', 'server', 'clients', 'round', 'throughput_rps', 'p50_ms', 'p95_ms', 'p95_ci_lo_ms',
+SERVE_STEP_COLUMNS = ['model', 'toggles', 'workers', 'corpus', 'server', 'clients', 'round', 'throughput_rps', 'p50_ms', 'p95_ms', 'p95_ci_lo_ms',
                       'p95_ci_hi_ms', 'p99_ms', 'error_rate', 'fid_checked', 'fid_violations', 'server_cpu_cores', 'idle_servers_cpu_cores',
                       'server_rss_peak_mb', 'valid', 'held']
 
@@ -938,19 +939,30 @@ def _serve_v1(s:pd.DataFrame, slo:float) -> pd.DataFrame:
     s.loc[old, 'held'] = (s.loc[old, 'errors'] == 0) & (s.loc[old, 'p95_ms'] <= slo)
     return s
 
-def serve_keys(steps:pd.DataFrame) -> list[str]:
-    "What tells one comparison from another: model and corpus, and the toggles where they vary"
-    return ['model', 'corpus'] + (['toggles'] if 'toggles' in steps and steps.toggles.nunique() > 1 else [])
+SERVE_SETTINGS = dict(toggles='', workers=1)
+"gte-bench serve's settings a comparison can vary, and what records from before a setting existed ran with"
 
-def serve_steps(df:pd.DataFrame, shown:bool=True, # drop the round and toggles columns where they do not vary
+def serve_settings(d:pd.DataFrame) -> pd.DataFrame:
+    "`d` with every serving setting as a column, filled where its records predate it"
+    return d.assign(**{k: (d[k].fillna(v) if k in d else v) for k, v in SERVE_SETTINGS.items()}).astype({'workers': int})
+
+def serve_keys(steps:pd.DataFrame) -> list[str]:
+    "What tells one comparison from another: model and corpus, and the settings where they vary"
+    return ['model', 'corpus'] + [k for k in SERVE_SETTINGS if k in steps and steps[k].nunique() > 1]
+
+def serve_label(key:str, value) -> str:
+    "A comparison's key value as a panel title names it"
+    return {'toggles': value or 'default toggles', 'workers': f'{value} worker' + 's' * (value != 1)}.get(key, str(value))
+
+def serve_steps(df:pd.DataFrame, shown:bool=True, # drop the round and settings columns where they do not vary
                ) -> pd.DataFrame:
     "One row per server, client count and round of the serving benchmark, flags marked"
     s = with_flags(df[is_serve(df) & df.get('server', pd.Series(index=df.index, dtype=object)).notna()])
     s = _serve_v1(s, serve_slo(df)).assign(**{'round': lambda d: d.get('round', pd.Series(0, index=d.index)).fillna(0).astype(int)})
-    if 'toggles' in s: s['toggles'] = s.toggles.fillna('')
+    s = serve_settings(s)
     s = s[[c for c in SERVE_STEP_COLUMNS if c in s] + flag_columns(s)].sort_values(
         [*serve_keys(s), 'server', 'clients', 'round']).reset_index(drop=True)
-    return s.drop(columns=[c for c in ('round', 'toggles') if c in s and s[c].nunique() < 2]) if shown else s
+    return s.drop(columns=[c for c in ('round', *SERVE_SETTINGS) if c in s and s[c].nunique() < 2]) if shown else s
 
 def _rounds_ratio(a:pd.Series, b:pd.Series) -> pd.Series:
     "Ratios a/b of the rounds both have, where b is not 0"
@@ -960,7 +972,7 @@ def serve_summary(df:pd.DataFrame) -> pd.DataFrame:
     "Per model and corpus: each server's requests/s at the SLO and at the most clients (with its P95), the ratios, the in-process bound of batching's, the replies checked; medians over rounds"
     steps, rows = serve_steps(df, shown=False), []
     slo = serve_slo(df)
-    pts = df[is_serve(df) & df.get('server', pd.Series(index=df.index, dtype=object)).isna()]
+    pts = serve_settings(df[is_serve(df) & df.get('server', pd.Series(index=df.index, dtype=object)).isna()])
     keys = serve_keys(steps)
     for key, g in steps.groupby(keys):
         row, top, at, tops = dict(zip(keys, key)), int(g.clients.max()), {}, {}
@@ -976,7 +988,7 @@ def serve_summary(df:pd.DataFrame) -> pd.DataFrame:
             if 'dynamic' not in num or den not in num or not len(r := _rounds_ratio(num['dynamic'], num[den])): continue
             row[name] = r.median()
             if g['round'].nunique() > 1: row[f'{name}: rounds (least–most)'] = f'{len(r)} ({r.min():.2f}–{r.max():.2f})'
-        sel = np.logical_and.reduce([pts[k].fillna('') == v if k == 'toggles' else pts[k] == v for k, v in zip(keys, key)]) if len(pts) else []
+        sel = np.logical_and.reduce([pts[k] == v for k, v in zip(keys, key)]) if len(pts) else []
         bound = pts.loc[sel, 'batching_bound'].dropna() if 'batching_bound' in pts and len(pts) else []
         if len(bound): row[f'in process: batch {top} / batch 1'] = float(bound.median())
         if 'fid_checked' in g and g.fid_checked.notna().any():
@@ -1003,7 +1015,7 @@ def plot_serve(df:pd.DataFrame):
             ax.plot(h.throughput_rps, h.p95_ms, marker='o', ms=4, color=colours[srv], label=srv)
             for r in h.itertuples(): ax.annotate(f"{r.clients:g}", (r.throughput_rps, r.p95_ms), fontsize=6, xytext=(3, 3), textcoords='offset points')
         ax.axhline(slo, color='k', ls='--', lw=1, label=f'SLO P95 {slo:g} ms')
-        ax.set(yscale='log', xlabel='throughput (requests/s, closed loop)', ylabel='P95 latency (ms)', title=' · '.join(str(k) or 'default toggles' for k in key))
+        ax.set(yscale='log', xlabel='throughput (requests/s, closed loop)', ylabel='P95 latency (ms)', title=' · '.join(serve_label(k, v) for k, v in zip(keys, key)))
         plain_log_axis(ax, 'y'); ax.legend(fontsize=7)
     fig.suptitle('Serving: each point a client count (labelled), one text per request', fontsize=9)
     fig.tight_layout()

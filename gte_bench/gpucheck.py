@@ -6,16 +6,17 @@ Docs: https://gte-bench.github.io/gte_bench/api/gpucheck.html.md"""
 
 # %% ../nbs/api/90_gpucheck.ipynb #9a0c0004
 from __future__ import annotations
-import importlib.util, inspect, json, os, re, shutil, signal, subprocess, sys, time, traceback
+import importlib.util, inspect, json, math, os, re, shutil, signal, subprocess, sys, time, traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['ABLATION_BASE', 'ABLATION', 'ABLATION_KEYS', 'CAPACITY', 'SERVE_KEYS', 'STEP_KEYS', 'STEPS', 'TOTAL_BUDGET_S', 'Skip',
-           'Ctx', 'declared_ranges', 'step_env', 'cuda_notebooks', 'cuda_cells', 'unbound_names', 'step_notebooks',
-           'step_nvml', 'step_ablation', 'step_capacity', 'serve_params', 'soak_params', 'step_serve', 'step_soak',
-           'step_report', 'Step', 'plan', 'device_slug', 'gpu_check']
+__all__ = ['ABLATION_BASE', 'ABLATION', 'ABLATION_KEYS', 'CAPACITY', 'SERVE_GPU_TOGGLES', 'SERVE_KEYS', 'STEP_KEYS', 'STEPS',
+           'TOTAL_BUDGET_S', 'Skip', 'Ctx', 'declared_ranges', 'step_env', 'cuda_notebooks', 'cuda_cells',
+           'unbound_names', 'step_notebooks', 'step_nvml', 'step_ablation', 'step_capacity', 'serve_params',
+           'soak_params', 'top_ratio', 'step_serve', 'step_soak', 'step_report', 'Step', 'plan', 'device_slug',
+           'gpu_check']
 
 # %% ../nbs/api/90_gpucheck.ipynb #9a0c0007
 class Skip(Exception):
@@ -235,14 +236,17 @@ def step_capacity(ctx:Ctx) -> dict:
     return out
 
 # %% ../nbs/api/90_gpucheck.ipynb #9a0c0019
+SERVE_GPU_TOGGLES = 'dtype=bf16+attn=sdpa'
+"gte-bench serve's toggles in steps 6 and 7"
+
 def serve_params(ctx:Ctx, batching:str) -> dict:
     "The service_load parameters of step 6 for one batching mode"
-    return dict(model=ctx.model, device=ctx.device, batching=batching, api='openai', corpus='texts', flow='steps', levels='1,16,64',
-                duration_s=4.0, warmup_s=1.0, slo_ms=150.0, check_sample=256, telemetry_rate_hz=10, tag='gpu-check')
+    return dict(model=ctx.model, device=ctx.device, batching=batching, toggles=SERVE_GPU_TOGGLES, api='openai', corpus='texts', flow='steps',
+                levels='1,16,64', duration_s=4.0, warmup_s=1.0, slo_ms=150.0, check_sample=256, telemetry_rate_hz=10, tag='gpu-check')
 
 def soak_params(ctx:Ctx) -> dict:
     "The service_load parameters of step 7: 60 s at 16 clients, dynamic batching, windows of 10 s"
-    return dict(model=ctx.model, device=ctx.device, batching='dynamic', api='openai', corpus='texts', flow='soak', levels='16',
+    return dict(model=ctx.model, device=ctx.device, batching='dynamic', toggles=SERVE_GPU_TOGGLES, api='openai', corpus='texts', flow='soak', levels='16',
                 duration_s=60.0, warmup_s=5.0, window_s=10.0, slo_ms=150.0, check_sample=256, telemetry_rate_hz=10, tag='gpu-check')
 
 def _service_load(ctx:Ctx, params:dict) -> dict:
@@ -260,6 +264,13 @@ SERVE_KEYS = ('status', 'error', 'knee', 'rps_at_slo', 'fid_checked', 'fid_viola
 STEP_KEYS = ('clients', 'throughput_rps', 'p95_ms', 'p99_ms', 'held', 'error_rate', 'fid_violations', 'j_per_1k_items', 'power_mean_w',
              'server_gpu_mem_peak_mb')
 
+def top_ratio(out:dict, # step_serve's: per batching mode, its steps
+              clients:int=64) -> tuple[float, float, float]:
+    "Dynamic batching's throughput over none's at `clients`, and each one's P95 there (NaN where a step is missing)"
+    at = {b: next((s for s in out.get(b, {}).get('steps', []) if s.get('clients') == clients), {}) for b in ('dynamic', 'none')}
+    d, n = (at[b].get('throughput_rps') or math.nan for b in ('dynamic', 'none'))
+    return d / n, at['dynamic'].get('p95_ms', math.nan), at['none'].get('p95_ms', math.nan)
+
 def step_serve(ctx:Ctx) -> dict:
     "gte-bench serve on the device, dynamic batching against none, under gte-bench load: each step, and energy per 1,000 requests"
     from gte_bench.records import load_results
@@ -274,6 +285,8 @@ def step_serve(ctx:Ctx) -> dict:
     if not ctx.dry:
         out['line'] = '; '.join(f"{b}: {out[b].get('status')}, knee {out[b].get('knee')} clients, {out[b].get('rps_at_slo', float('nan')):.0f} req/s at the SLO, "
                                 f"{out[b].get('fid_violations')} wrong replies" for b in ('dynamic', 'none'))
+        out['dynamic_vs_none_64'], p_dyn, p_none = top_ratio(out)
+        out['line'] += f"; at 64 clients dynamic ran {out['dynamic_vs_none_64']:.2f}x none (P95 {p_dyn:.0f} against {p_none:.0f} ms)"
     return out
 
 def step_soak(ctx:Ctx) -> dict:

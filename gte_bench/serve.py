@@ -35,7 +35,7 @@ __all__ = ['SERVE_TOGGLES', 'ZERO_OK', 'ERROR_TYPES', 'DURATION_BUCKETS', 'LOOPB
            'infinity_service']
 
 # %% ../nbs/api/80_serve.ipynb #4151edb7
-SERVE_TOGGLES = dict(grad_mode='inference_mode', padding='bucket', batch_size=256, max_length=512)
+SERVE_TOGGLES = dict(attn='sdpa', grad_mode='inference_mode', padding='bucket', batch_size=256, max_length=512)
 "What the service applies unless its toggles say otherwise"
 
 def serve_toggles(spec:str|dict|Toggles|None=None) -> Toggles:

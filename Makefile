@@ -17,7 +17,7 @@ export MPLBACKEND := Agg
 # `HF_HUB_OFFLINE=0 make bench SWEEP=...` lets a sweep of real hub ids download them.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest docs docs-deps pytest compat floor clean-runs infinity serve-bench serve-bench-bf16 serve-bench-workers locust load-bench gpu-check gpu-wheels
+.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest docs docs-deps pytest compat floor clean-runs infinity serve-bench serve-bench-bf16 serve-bench-workers serve-bench-fp32-workers locust load-bench gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -133,6 +133,10 @@ serve-bench-bf16: $(STAMP) $(INFINITY)/.installed
 # bf16 again, gte-bench serve with one inference thread and with two (--workers 2: two batches at once, a thread each).
 serve-bench-workers: $(STAMP) $(INFINITY)/.installed
 	$(MAKE) bench SWEEP=sweeps/serve-cpu-bf16-workers.yaml OUT=results/serve-cpu-bf16-workers
+
+# The same in fp32, every server's default dtype, with fused attention (gte-bench serve's default, and infinity's).
+serve-bench-fp32-workers: $(STAMP) $(INFINITY)/.installed
+	$(MAKE) bench SWEEP=sweeps/serve-cpu-workers.yaml OUT=results/serve-cpu-workers
 
 # locust in a venv of its own, for the load generator's side-by-side checks (`make load-bench`).
 LOCUST := .venv-locust

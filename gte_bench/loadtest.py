@@ -989,8 +989,9 @@ def per_round(steps:Sequence[dict]) -> tuple[dict, dict]:
     top = sorted((m for m in steps if m['clients'] == most), key=lambda m: m['round'])
     by_round = dict(rps_at_slo=[steps_summary([m for m in steps if m['round'] == r])['rps_at_slo'] for r in rounds],
                     rps_max_clients=[m['throughput_rps'] for m in top])
+    p95s = [m['p95_ms'] for m in top if not math.isnan(m.get('p95_ms', math.nan))]   # a step where nothing finished has none
     return by_round, dict(rps_at_slo=statistics.median(by_round['rps_at_slo']), rps_max_clients=statistics.median(by_round['rps_max_clients']),
-                          p95_max_clients=statistics.median(m['p95_ms'] for m in top))
+                          p95_max_clients=statistics.median(p95s) if p95s else math.nan)
 
 def ratio_rounds(a:Sequence[float], b:Sequence[float]) -> tuple[float, float, float]:
     "The median, least and greatest of the rounds' ratios a/b (rounds where b is 0 left out; NaN when none is left)"

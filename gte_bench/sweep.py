@@ -286,7 +286,7 @@ def run_point(config:dict, # full config of the point (no runtime parameters)
         if not rec_path.exists():
             failed = _failed_cell(out_nb)                 # papermill sees no error when IPython could not format one
             raise RuntimeError(f"{notebook} finished without writing {rec_path.name}" +
-                               (f": its cell {failed} failed, with the traceback in the executed notebook" if failed else ''))
+                               (f": its cell {failed} failed, with the traceback in the executed notebook" if failed is not None else ''))
         rec = read_record(rec_path)
         if rec.get('config_hash') != config_hash(config):
             raise RuntimeError(f"the notebook recorded config {rec.get('config_hash')}, not {config_hash(config)}: "
@@ -299,11 +299,11 @@ def run_point(config:dict, # full config of the point (no runtime parameters)
         msg = f"{type(e).__name__}: {e}"
     return _error_record(config, out_dir, f" (executed notebook: {out_nb}; after {time.perf_counter() - t0:.1f} s)", msg, env)
 
-def _failed_cell(nb_path:Path) -> int|None:
-    "The execution count of the cell papermill marked as failed in the executed notebook `nb_path`, if any"
+def _failed_cell(nb_path:Path) -> str|None:
+    "The cell papermill marked as failed in the executed notebook `nb_path`, if any: `[n]` by its execution count, else `#i` counting from 1"
     try: cells = json.loads(Path(nb_path).read_text())['cells']
     except (OSError, ValueError, KeyError): return None
-    return next((c.get('execution_count') or i for i, c in enumerate(cells)
+    return next((f"[{c['execution_count']}]" if c.get('execution_count') is not None else f'#{i + 1}' for i, c in enumerate(cells)
                  if c.get('metadata', {}).get('papermill', {}).get('exception')), None)
 
 # %% ../nbs/api/50_sweep.ipynb #b74ed5d3

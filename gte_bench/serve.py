@@ -29,10 +29,10 @@ from .optim import Runner, Toggles
 # %% auto #0
 __all__ = ['SERVE_TOGGLES', 'ZERO_OK', 'ERROR_TYPES', 'DURATION_BUCKETS', 'LOOPBACK', 'PARENT_ENV', 'INFINITY_ENV',
            'INFINITY_DTYPES', 'serve_toggles', 'Limits', 'ServeError', 'json_type', 'parse_body', 'check_text',
-           'text_list', 'pair_list', 'uie_item', 'Metrics', 'Pending', 'Batcher', 'Model', 'ServeState', 'read_body',
-           'timing_headers', 'infer', 'make_app', 'embedding_request', 'vector_json', 'similarity_request',
-           'add_routes', 'watch_parent', 'serve', 'free_port', 'serve_command', 'Service', 'run_sync', 'process_tree',
-           'infinity_service']
+           'text_list', 'pair_list', 'uie_item', 'Metrics', 'Pending', 'Batcher', 'check_workers', 'Model',
+           'ServeState', 'read_body', 'timing_headers', 'infer', 'make_app', 'embedding_request', 'vector_json',
+           'similarity_request', 'add_routes', 'watch_parent', 'serve', 'free_port', 'serve_command', 'Service',
+           'run_sync', 'process_tree', 'infinity_service']
 
 # %% ../nbs/api/80_serve.ipynb #4151edb7
 SERVE_TOGGLES = dict(attn='sdpa', grad_mode='inference_mode', padding='bucket', batch_size=256, max_length=512)
@@ -181,7 +181,7 @@ class Batcher:
                 ):
         self.compute, self.limits, self.dynamic, self.metrics, self.incoming = compute, limits, dynamic, metrics, incoming
         self.queue, self.cv = collections.deque(), threading.Condition()
-        self.queued_tokens, self.stopping, self.batches, self.threads = 0, False, 0, []
+        self.queued_tokens, self.stopping, self.batches, self.threads, self.busy = 0, False, 0, [], 0
 
     @property
     def cap(self) -> int: return self.limits.max_batch_requests if self.dynamic else 1
@@ -197,10 +197,10 @@ class Batcher:
             if self.metrics: self.metrics.queue_size.set(len(self.queue))
             self.cv.notify()
 
-    def take(self) -> list[Pending]:
-        "The next batch from the head of the queue (the caller holds `cv`)"
-        out, tokens = [], 0
-        while self.queue and len(out) < self.cap:
+    def take(self, most:int|None=None) -> list[Pending]:
+        "The next batch from the head of the queue, of at most `most` requests (the caller holds `cv`)"
+        out, tokens, cap = [], 0, min(self.cap, most or self.cap)
+        while self.queue and len(out) < cap:
             p = self.queue[0]
             if out and tokens + p.tokens > self.limits.max_batch_tokens: break
             self.queue.popleft(); self.queued_tokens -= p.tokens
@@ -227,10 +227,16 @@ def loop(self:Batcher):
             if self.dynamic and lim.max_wait_ms > 0:
                 deadline = self.queue[0].queued + lim.max_wait_ms / 1e3
                 while (len(self.queue) < self.cap and self.queued_tokens < lim.max_batch_tokens and not self.stopping
-                       and (self.incoming is None or lim.wait_always or self.incoming() > 0)
+                       and (lim.wait_always or (len(self.threads) - self.busy <= 1
+                                                and (self.incoming is None or self.incoming() > 0)))
                        and (left := deadline - time.perf_counter()) > 0): self.cv.wait(left)
-            batch = self.take()
-        if batch: self.run(batch)
+            free = max(len(self.threads) - self.busy, 1)               # this worker and the others not computing
+            batch = self.take(-(-len(self.queue) // free))
+            self.busy += 1
+        try:
+            if batch: self.run(batch)
+        finally:
+            with self.cv: self.busy -= 1; self.cv.notify_all()     # a worker waiting for company need not: this one is free
 
 @patch
 def run(self:Batcher, batch:list[Pending]):
@@ -260,15 +266,19 @@ def stop(self:Batcher, drain:bool=True, timeout_s:float=60.0):
     for t in self.threads: t.join(max(t_end - time.monotonic(), 0))
 
 # %% ../nbs/api/80_serve.ipynb #e2de8cbb
+def check_workers(task:str, workers:int):
+    "Refuse inference threads that `task` cannot run at once"
+    if workers > 1 and task == 'extract':
+        raise ValueError(f"workers={workers}: SiameseUIE tokenizes inside its computation, with a tokenizer that two threads "
+                         "cannot share; serve extraction with one worker")
+
 class Model:
     "A toggled model as the service runs it: tokenization and batch compute, each on its own thread"
     def __init__(self, model:str|None=None, task:str='embed', toggles:Toggles|str|None=None, device:str='cpu', seed:int=0,
                  truncate:bool=False, max_forward_tokens:int=0,
                  workers:int=1): # inference threads that will call `compute` at once
         toggles = serve_toggles(toggles)
-        if workers > 1 and task == 'extract':
-            raise ValueError(f"workers={workers}: SiameseUIE tokenizes inside its computation, with a tokenizer that two threads "
-                             "cannot share; serve extraction with one worker")
+        check_workers(task, workers)
         if workers > 1 and not toggles.threads and resolve_device(device).type == 'cpu':
             toggles = replace(toggles, threads=max(1, torch.get_num_threads() // workers))   # the CPU's threads, shared out
         self.runner = Runner(model, toggles, device, seed, task)
@@ -544,7 +554,7 @@ def serve(model:str|None=None, task:str='embed', toggles:str|None=None, batching
     import uvicorn
     limits = limits or Limits()
     model_source(model or adapter_class(task).presets[0].name, adapter_class(task).presets)   # a bad model fails before the port opens
-    serve_toggles(toggles)
+    serve_toggles(toggles); check_workers(task, limits.workers)     # as are bad toggles, and workers the task cannot use
     if host not in LOOPBACK and not api_key:
         logging.getLogger('gte_bench.serve').warning('serving on %s without an API key: anyone who reaches the port can use it', host)
     app = make_app(model, task, toggles, device, seed, batching, limits, api_key)

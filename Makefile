@@ -17,7 +17,7 @@ export MPLBACKEND := Agg
 # `HF_HUB_OFFLINE=0 make bench SWEEP=...` lets a sweep of real hub ids download them.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest docs docs-deps pytest compat floor clean-runs infinity serve-bench serve-bench-bf16 serve-bench-workers serve-bench-fp32-workers locust load-bench gpu-check gpu-wheels
+.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest docs docs-deps pytest compat floor clean-runs infinity infinity-onnx serve-bench-onnx serve-bench serve-bench-bf16 serve-bench-workers serve-bench-fp32-workers locust load-bench gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -123,6 +123,19 @@ $(INFINITY)/.installed:
 
 infinity: $(INFINITY)/.installed
 
+# infinity-emb with its optimum engine (ONNX Runtime), the peer of gte-bench serve with backend=onnxruntime, in a venv of
+# its own (.venv-infinity-onnx), so that the torch engine's venv stays as the published runs had it.
+INFINITY_ONNX := .venv-infinity-onnx
+INFINITY_ONNX_SPEC ?= infinity-emb[server,torch,optimum]==0.0.78
+$(INFINITY_ONNX)/.installed:
+	@test -x $(INFINITY_ONNX)/bin/python || $(PYTHON) -m venv $(INFINITY_ONNX)
+	$(INFINITY_ONNX)/bin/python -m pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(INFINITY_ONNX)/bin/python -m pip install -q "$(TORCH_SPEC)"; fi
+	$(INFINITY_ONNX)/bin/python -m pip install -q '$(INFINITY_ONNX_SPEC)'
+	@touch $@
+
+infinity-onnx: $(INFINITY_ONNX)/.installed
+
 serve-bench: $(STAMP) $(INFINITY)/.installed
 	$(MAKE) bench SWEEP=sweeps/serve-cpu.yaml OUT=results/serve-cpu
 
@@ -137,6 +150,10 @@ serve-bench-workers: $(STAMP) $(INFINITY)/.installed
 # The same in fp32, every server's default dtype, with fused attention (gte-bench serve's default, and infinity's).
 serve-bench-fp32-workers: $(STAMP) $(INFINITY)/.installed
 	$(MAKE) bench SWEEP=sweeps/serve-cpu-workers.yaml OUT=results/serve-cpu-workers
+
+# In ONNX Runtime: gte-bench serve with backend=onnxruntime against infinity's optimum engine (and its torch engine).
+serve-bench-onnx: $(STAMP) $(INFINITY)/.installed $(INFINITY_ONNX)/.installed
+	$(MAKE) bench SWEEP=sweeps/serve-cpu-onnx.yaml OUT=results/serve-cpu-onnx
 
 # locust in a venv of its own, for the load generator's side-by-side checks (`make load-bench`).
 LOCUST := .venv-locust

@@ -970,8 +970,9 @@ def batch_ceiling(model:str, # a checkpoint folder or preset
     return out
 
 # %% ../nbs/api/81_loadtest.ipynb #5c0a7e02
-SERVERS = dict(dynamic=('openai', dict(batching='dynamic')), none=('openai', dict(batching='none')), infinity=('infinity', None))
-"The servers `serve_compare` knows: the request kind each speaks, and gte-bench serve's settings (None: infinity)"
+SERVERS = dict(dynamic=('openai', dict(batching='dynamic')), none=('openai', dict(batching='none')),
+               infinity=('infinity', dict(engine='torch')), infinity_onnx=('infinity', dict(engine='optimum')))
+"The servers `serve_compare` knows: the request kind each speaks, and gte-bench serve's settings (or infinity's `engine`)"
 
 def _cpu_s(pids:Sequence[int]) -> float:
     "CPU seconds used so far by the processes `pids` and their children (those that have gone count nothing)"
@@ -1011,7 +1012,9 @@ def serve_compare(run, # the run context
                   workers:int=1, # gte-bench serve's inference threads, in both batching modes (Limits.workers)
                   check_sample:int=200, # replies per step checked against the checkpoint's vectors
                   n_requests:int=512, # distinct requests, sent in turn
-                  infinity_venv:str='.venv-infinity', seed:int=0,
+                  infinity_venv:str='.venv-infinity', # infinity's, torch engine (`make infinity`)
+                  infinity_onnx_venv:str='.venv-infinity-onnx', # infinity's with optimum (`make infinity-onnx`)
+                  seed:int=0,
                  ) -> dict:
     "Closed-loop throughput and latency of gte-bench serve (dynamic batching, none) and infinity on one checkpoint, side by side, replies checked"
     from gte_bench.corpora import load_texts
@@ -1034,11 +1037,12 @@ def serve_compare(run, # the run context
         for name in names:                          # all up at once, so that their steps can take turns
             kind, kw = SERVERS[name]
             run.phase(f'{name}-start'); t0 = time.perf_counter()
-            try: svc = (Service(model=str(folder), toggles=toggles or None, limits=Limits(workers=int(workers)), **kw) if kw
-                        else infinity_service(folder, name_, infinity_venv, dtype)).start()
+            try:
+                svc = (infinity_service(folder, name_, infinity_onnx_venv if kw['engine'] == 'optimum' else infinity_venv, dtype, **kw)
+                       if 'engine' in kw else Service(model=str(folder), toggles=toggles or None, limits=Limits(workers=int(workers)), **kw))
+                up.callback(svc.stop); svc.start()          # stopped at the end even when it never came up (its folders go)
             except Exception as e:
                 run.record({}, status='error', error=str(e).splitlines()[0], server=name); out[f'{name}_rps_at_slo'] = math.nan; continue
-            up.callback(svc.stop)
             start_s[name], targets[name] = time.perf_counter() - t0, Target(svc.url, {kind: APIS[kind]}, reqs[kind], ref, svc.pid, slo_ms=slo_ms)
         steps = {name: [] for name in targets}
         for i, c in enumerate(levels):
@@ -1059,7 +1063,8 @@ def serve_compare(run, # the run context
         for name, st in steps.items():
             by_round[name], medians = per_round(st)
             out.update({f'{name}_{k}': v for k, v in {**steps_summary(st), **medians}.items()})
-    for ratio, other, figure in (('dynamic_vs_infinity_at_slo', 'infinity', 'rps_at_slo'), ('dynamic_vs_none_max_clients', 'none', 'rps_max_clients')):
+    for ratio, other, figure in (*((f'dynamic_vs_{n}_at_slo', n, 'rps_at_slo') for n in SERVERS if 'engine' in SERVERS[n][1]),
+                                 ('dynamic_vs_none_max_clients', 'none', 'rps_max_clients')):
         if 'dynamic' in by_round and other in by_round:
             out[ratio], out[f'{ratio}_min'], out[f'{ratio}_max'] = ratio_rounds(by_round['dynamic'][figure], by_round[other][figure])
     return out

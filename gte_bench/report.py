@@ -984,7 +984,8 @@ def serve_summary(df:pd.DataFrame) -> pd.DataFrame:
             row[f'{srv} req/s at P95≤{slo:g} ms'] = at[srv].median()
             row[f'{srv} req/s at {top} clients'] = last.throughput_rps.median() if len(last) else np.nan
             row[f'{srv} P95 at {top} clients (ms)'] = last.p95_ms.median() if len(last) else np.nan
-        for name, num, den in (('dynamic / infinity at the SLO', at, 'infinity'), (f'dynamic / none at {top} clients', tops, 'none')):
+        for name, num, den in (*((f'dynamic / {p} at the SLO', at, p) for p in at if p.startswith('infinity')),
+                               (f'dynamic / none at {top} clients', tops, 'none')):
             if 'dynamic' not in num or den not in num or not len(r := _rounds_ratio(num['dynamic'], num[den])): continue
             row[name] = r.median()
             if g['round'].nunique() > 1: row[f'{name}: rounds (least–most)'] = f'{len(r)} ({r.min():.2f}–{r.max():.2f})'
@@ -1024,7 +1025,8 @@ def plot_serve(df:pd.DataFrame):
 SERVE_PROSE = ('Closed-loop clients (the load generator of `gte-bench load`, on the same machine) send one text per request to '
                'each server, serving the same checkpoint folder: `dynamic` is gte-bench serve with dynamic '
                'micro-batching, `none` the same service with one forward per request, `infinity` infinity-emb on its torch '
-               'engine, in the same dtype. In runs whose steps carry a `round`, the servers were up together and took turns, '
+               'engine, in the same dtype, and `infinity_onnx` infinity-emb on its optimum engine (ONNX Runtime), each '
+               'infinity with a ratio of its own. In runs whose steps carry a `round`, the servers were up together and took turns, '
                'client count by client count, each round stepping every server once with who goes first rotating; earlier '
                'runs served them one after another. A step counts the requests that '
                'finished in its timed window, after a warm-up; `server_cpu_cores` is what the server process used over it '

@@ -6,7 +6,7 @@ Docs: https://gte-bench.github.io/gte_bench/api/serve.html.md"""
 
 # %% ../nbs/api/80_serve.ipynb #344e849e
 from __future__ import annotations
-import asyncio, base64, collections, copy, logging, math, os, signal, socket, subprocess, sys, tempfile, threading, time
+import asyncio, base64, collections, copy, logging, math, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -28,11 +28,11 @@ from .optim import Runner, Toggles
 
 # %% auto #0
 __all__ = ['SERVE_TOGGLES', 'ZERO_OK', 'ERROR_TYPES', 'DURATION_BUCKETS', 'LOOPBACK', 'PARENT_ENV', 'INFINITY_ENV',
-           'INFINITY_DTYPES', 'serve_toggles', 'Limits', 'ServeError', 'json_type', 'parse_body', 'check_text',
-           'text_list', 'pair_list', 'uie_item', 'Metrics', 'Pending', 'Batcher', 'check_workers', 'Model',
-           'ServeState', 'read_body', 'timing_headers', 'infer', 'make_app', 'embedding_request', 'vector_json',
-           'similarity_request', 'add_routes', 'watch_parent', 'serve', 'free_port', 'serve_command', 'Service',
-           'run_sync', 'process_tree', 'infinity_service']
+           'INFINITY_DTYPES', 'INFINITY_ENGINES', 'serve_toggles', 'Limits', 'ServeError', 'json_type', 'parse_body',
+           'check_text', 'text_list', 'pair_list', 'uie_item', 'Metrics', 'Pending', 'Batcher', 'check_workers',
+           'Model', 'ServeState', 'read_body', 'timing_headers', 'infer', 'make_app', 'embedding_request',
+           'vector_json', 'similarity_request', 'add_routes', 'watch_parent', 'serve', 'free_port', 'serve_command',
+           'Service', 'run_sync', 'process_tree', 'infinity_onnx_folder', 'infinity_service']
 
 # %% ../nbs/api/80_serve.ipynb #4151edb7
 SERVE_TOGGLES = dict(attn='sdpa', grad_mode='inference_mode', padding='bucket', batch_size=256, max_length=512)
@@ -588,9 +588,12 @@ class Service:
                  health:str='/health', # the route that answers 200 once it is ready
                  port:int|None=None, host:str='127.0.0.1', env:dict|None=None, # extra environment
                  start_timeout_s:float=300.0, log:str|Path|None=None, # where its output goes (default: a temporary file, removed after a clean exit)
+                 cwd:str|Path|None=None, # the folder it runs in
+                 remove:list|None=None, # folders of its own, removed once it has stopped
                  **settings, # gte-bench serve's: model, task, toggles, batching, device, limits, api_key, ...
                 ):
         self.cmd, self.health, self.port, self.host, self.env = cmd, health, port, host, env or {}
+        self.cwd, self.remove = cwd, [Path(p) for p in remove or []]
         self.start_timeout_s, self.settings, self.proc = start_timeout_s, settings, None
         self.own_log = log is None
         self.log = Path(log) if log else Path(tempfile.mkstemp(prefix='gte_bench_service_', suffix='.log')[1])
@@ -607,7 +610,7 @@ class Service:
         cmd = [c.replace('{port}', str(self.port)) for c in self.cmd] if self.cmd else serve_command(self.port, self.host, **self.settings)
         env = {**os.environ, **self.env, **({} if self.cmd else {PARENT_ENV: str(os.getpid())})}
         with open(self.log, 'ab') as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.cwd, start_new_session=True)
         t_end = time.monotonic() + self.start_timeout_s
         while time.monotonic() < t_end:
             if self.proc.poll() is not None:
@@ -620,12 +623,13 @@ class Service:
         self.stop(); raise TimeoutError(f"{cmd[0]} was not ready within {self.start_timeout_s:g} s:\n{self.log_tail()}")
 
     def stop(self, timeout_s:float=60.0) -> int|None:
-        "SIGTERM to its PID, then wait (SIGKILL to its process group after `timeout_s`); its exit code. The temporary log of a clean exit goes"
-        if not self.proc: return None
-        if self.proc.poll() is None:
+        "SIGTERM to its PID, then wait (SIGKILL to its process group after `timeout_s`); its exit code. Its own folders and the temporary log of a clean exit go"
+        if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try: self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired: os.killpg(self.proc.pid, signal.SIGKILL); self.proc.wait()
+        for p in self.remove: shutil.rmtree(p, ignore_errors=True)
+        if not self.proc: return None
         if self.proc.returncode == 0 and self.own_log: self.log.unlink(missing_ok=True)
         return self.proc.returncode
 
@@ -654,13 +658,42 @@ INFINITY_ENV = dict(HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', DO_NOT_TRACK='
 INFINITY_DTYPES = dict(fp32='float32', fp16='float16', bf16='bfloat16')
 "infinity's `--dtype` for each of the toggles' dtypes"
 
+INFINITY_ENGINES = dict(torch='make infinity', optimum='make infinity-onnx')
+"infinity's CPU engines, and what builds a venv that runs each"
+
+def infinity_onnx_folder(folder:str|Path, # the checkpoint
+                         venv:str|Path, # infinity's venv with optimum in it
+                         root:Path, # where the folder goes
+                        ) -> Path:
+    "A folder under `root` with links to the checkpoint's files and, at its top, its ONNX export by optimum (`model.onnx`)"
+    folder, view = Path(folder).resolve(), root / Path(folder).name
+    view.mkdir(parents=True)
+    for f in folder.iterdir(): (view / f.name).symlink_to(f)
+    if not (view / 'model.onnx').exists():
+        r = subprocess.run([str(Path(venv) / 'bin' / 'optimum-cli'), 'export', 'onnx', '--model', str(folder), '--task', 'feature-extraction',
+                            str(root / 'export')], capture_output=True, text=True, env={**os.environ, **INFINITY_ENV})
+        if r.returncode or not (root / 'export' / 'model.onnx').exists():
+            raise RuntimeError(f"optimum could not export {folder} to ONNX (exit code {r.returncode}):\n{(r.stdout + r.stderr)[-2000:]}")
+        for f in (root / 'export').glob('model.onnx*'): f.rename(view / f.name)      # model.onnx, and its weights beside it past 2 GB
+    return view
+
 def infinity_service(folder:str|Path, name:str, venv:str|Path='.venv-infinity',
                      dtype:str='fp32', # the weights' dtype, as the toggles name it: fp32 | fp16 | bf16
+                     engine:str='torch', # 'torch', or 'optimum': ONNX Runtime on the checkpoint's ONNX export (fp32), made now
                     ) -> Service:
-    "infinity serving checkpoint `folder` on the CPU with its torch engine, from the venv `venv` (`make infinity`)"
+    "infinity serving checkpoint `folder` on the CPU with the engine `engine`, from the venv `venv` (`make infinity`, `make infinity-onnx`)"
     if dtype not in INFINITY_DTYPES: raise ValueError(f"dtype {dtype!r} is not one of {list(INFINITY_DTYPES)}")
+    if engine not in INFINITY_ENGINES: raise ValueError(f"engine {engine!r} is not one of {list(INFINITY_ENGINES)}")
+    if engine == 'optimum' and dtype != 'fp32': raise ValueError(f"infinity's optimum engine runs the export in fp32 on a CPU, not {dtype}")
     exe = Path(venv) / 'bin' / 'infinity_emb'
-    if not exe.exists(): raise FileNotFoundError(f"no infinity at {exe}: run `make infinity` to build its venv")
-    return Service([str(exe), 'v2', '--model-id', str(folder), '--served-model-name', name, '--engine', 'torch', '--device', 'cpu',
-                    '--dtype', INFINITY_DTYPES[dtype], '--no-bettertransformer', '--host', '127.0.0.1', '--port', '{port}',
-                    '--log-level', 'warning'], env=INFINITY_ENV)
+    if not exe.exists(): raise FileNotFoundError(f"no infinity at {exe}: run `{INFINITY_ENGINES[engine]}` to build its venv")
+    args = dict(model_id=str(folder), served_model_name=name, engine=engine, device='cpu', dtype=INFINITY_DTYPES[dtype])
+    kw = dict(env=INFINITY_ENV)
+    if engine == 'optimum':
+        root = Path(tempfile.mkdtemp(prefix='gte_bench_infinity_'))
+        try: view = infinity_onnx_folder(folder, venv, root)
+        except BaseException: shutil.rmtree(root, ignore_errors=True); raise
+        args['model_id'] = '.'
+        kw = dict(env={**INFINITY_ENV, 'HF_HUB_CACHE': str(root / 'hf-cache')}, cwd=view, remove=[root])
+    return Service([str(exe), 'v2', *(x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", v)), '--no-bettertransformer',
+                    '--host', '127.0.0.1', '--port', '{port}', '--log-level', 'warning'], **kw)

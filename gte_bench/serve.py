@@ -670,7 +670,7 @@ def infinity_onnx_folder(folder:str|Path, # the checkpoint
     view.mkdir(parents=True)
     for f in folder.iterdir(): (view / f.name).symlink_to(f)
     if not (view / 'model.onnx').exists():
-        r = subprocess.run([str(Path(venv) / 'bin' / 'optimum-cli'), 'export', 'onnx', '--model', str(folder), '--task', 'feature-extraction',
+        r = subprocess.run([str(Path(os.path.abspath(venv)) / 'bin' / 'optimum-cli'), 'export', 'onnx', '--model', str(folder), '--task', 'feature-extraction',
                             str(root / 'export')], capture_output=True, text=True, env={**os.environ, **INFINITY_ENV})
         if r.returncode or not (root / 'export' / 'model.onnx').exists():
             raise RuntimeError(f"optimum could not export {folder} to ONNX (exit code {r.returncode}):\n{(r.stdout + r.stderr)[-2000:]}")
@@ -685,7 +685,7 @@ def infinity_service(folder:str|Path, name:str, venv:str|Path='.venv-infinity',
     if dtype not in INFINITY_DTYPES: raise ValueError(f"dtype {dtype!r} is not one of {list(INFINITY_DTYPES)}")
     if engine not in INFINITY_ENGINES: raise ValueError(f"engine {engine!r} is not one of {list(INFINITY_ENGINES)}")
     if engine == 'optimum' and dtype != 'fp32': raise ValueError(f"infinity's optimum engine runs the export in fp32 on a CPU, not {dtype}")
-    exe = Path(venv) / 'bin' / 'infinity_emb'
+    exe = Path(os.path.abspath(venv)) / 'bin' / 'infinity_emb'               # absolute: the optimum engine runs in a folder of its own
     if not exe.exists(): raise FileNotFoundError(f"no infinity at {exe}: run `{INFINITY_ENGINES[engine]}` to build its venv")
     args = dict(model_id=str(folder), served_model_name=name, engine=engine, device='cpu', dtype=INFINITY_DTYPES[dtype])
     kw = dict(env=INFINITY_ENV)

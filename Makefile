@@ -17,7 +17,7 @@ export MPLBACKEND := Agg
 # `HF_HUB_OFFLINE=0 make bench SWEEP=...` lets a sweep of real hub ids download them.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest docs docs-deps pytest compat floor clean-runs infinity infinity-onnx serve-bench-onnx serve-bench serve-bench-bf16 serve-bench-workers serve-bench-fp32-workers locust load-bench gpu-check gpu-wheels
+.PHONY: bench test install lab sweep report check-clean check-export check-readme nbtest docs docs-deps pytest compat floor clean-runs infinity infinity-onnx serve-bench-onnx serve-bench-best serve-bench serve-bench-bf16 serve-bench-workers serve-bench-fp32-workers locust load-bench gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -154,6 +154,10 @@ serve-bench-fp32-workers: $(STAMP) $(INFINITY)/.installed
 # In ONNX Runtime: gte-bench serve with backend=onnxruntime against infinity's optimum engine (and its torch engine).
 serve-bench-onnx: $(STAMP) $(INFINITY)/.installed $(INFINITY_ONNX)/.installed
 	$(MAKE) bench SWEEP=sweeps/serve-cpu-onnx.yaml OUT=results/serve-cpu-onnx
+
+# Each server at its best on this CPU: gte-bench serve in bf16 with two workers, infinity on ONNX Runtime and in bf16.
+serve-bench-best: $(STAMP) $(INFINITY)/.installed $(INFINITY_ONNX)/.installed
+	$(MAKE) bench SWEEP=sweeps/serve-cpu-best.yaml OUT=results/serve-cpu-best
 
 # locust in a venv of its own, for the load generator's side-by-side checks (`make load-bench`).
 LOCUST := .venv-locust

@@ -971,7 +971,7 @@ def batch_ceiling(model:str, # a checkpoint folder or preset
 
 # %% ../nbs/api/81_loadtest.ipynb #5c0a7e02
 SERVERS = dict(dynamic=('openai', dict(batching='dynamic')), none=('openai', dict(batching='none')),
-               infinity=('infinity', dict(engine='torch')), infinity_onnx=('infinity', dict(engine='optimum')))
+               infinity=('infinity', dict(engine='torch')), infinity_onnx=('infinity', dict(engine='optimum', dtype='fp32')))   # its only CPU dtype
 "The servers `serve_compare` knows: the request kind each speaks, and gte-bench serve's settings (or infinity's `engine`)"
 
 def _cpu_s(pids:Sequence[int]) -> float:
@@ -1038,7 +1038,7 @@ def serve_compare(run, # the run context
             kind, kw = SERVERS[name]
             run.phase(f'{name}-start'); t0 = time.perf_counter()
             try:
-                svc = (infinity_service(folder, name_, infinity_onnx_venv if kw['engine'] == 'optimum' else infinity_venv, dtype, **kw)
+                svc = (infinity_service(folder, name_, infinity_onnx_venv if kw['engine'] == 'optimum' else infinity_venv, **{'dtype': dtype, **kw})
                        if 'engine' in kw else Service(model=str(folder), toggles=toggles or None, limits=Limits(workers=int(workers)), **kw))
                 up.callback(svc.stop); svc.start()          # stopped at the end even when it never came up (its folders go)
             except Exception as e:

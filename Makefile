@@ -124,14 +124,14 @@ $(INFINITY)/.installed:
 infinity: $(INFINITY)/.installed
 
 # infinity-emb with its optimum engine (ONNX Runtime), the peer of gte-bench serve with backend=onnxruntime, in a venv of
-# its own (.venv-infinity-onnx), so that the torch engine's venv stays as the published runs had it.
+# its own (.venv-infinity-onnx), so that the torch engine's venv stays as the published runs had it; pinned as they ran.
 INFINITY_ONNX := .venv-infinity-onnx
-INFINITY_ONNX_SPEC ?= infinity-emb[server,torch,optimum]==0.0.78
+INFINITY_ONNX_SPEC ?= 'infinity-emb[server,torch,optimum]==0.0.78' 'optimum==2.1.0' 'optimum-onnx==0.1.0' 'onnxruntime==1.32.0'
 $(INFINITY_ONNX)/.installed:
 	@test -x $(INFINITY_ONNX)/bin/python || $(PYTHON) -m venv $(INFINITY_ONNX)
 	$(INFINITY_ONNX)/bin/python -m pip install -q --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(INFINITY_ONNX)/bin/python -m pip install -q "$(TORCH_SPEC)"; fi
-	$(INFINITY_ONNX)/bin/python -m pip install -q '$(INFINITY_ONNX_SPEC)'
+	$(INFINITY_ONNX)/bin/python -m pip install -q $(INFINITY_ONNX_SPEC)
 	@touch $@
 
 infinity-onnx: $(INFINITY_ONNX)/.installed

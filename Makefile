@@ -114,26 +114,23 @@ floor: $(FLOOR)/.installed
 # `make serve-bench` runs that sweep and its report.
 INFINITY := .venv-infinity
 INFINITY_SPEC ?= infinity-emb[server,torch]==0.0.78
-$(INFINITY)/.installed:
-	@test -x $(INFINITY)/bin/python || $(PYTHON) -m venv $(INFINITY)
-	$(INFINITY)/bin/python -m pip install -q --upgrade pip
-	@if [ -n "$(TORCH_SPEC)" ]; then $(INFINITY)/bin/python -m pip install -q "$(TORCH_SPEC)"; fi
-	$(INFINITY)/bin/python -m pip install -q '$(INFINITY_SPEC)'
-	@touch $@
-
-infinity: $(INFINITY)/.installed
 
 # infinity-emb with its optimum engine (ONNX Runtime), the peer of gte-bench serve with backend=onnxruntime, in a venv of
 # its own (.venv-infinity-onnx), so that the torch engine's venv stays as the published runs had it; pinned as they ran.
 INFINITY_ONNX := .venv-infinity-onnx
 INFINITY_ONNX_SPEC ?= 'infinity-emb[server,torch,optimum]==0.0.78' 'optimum==2.1.0' 'optimum-onnx==0.1.0' 'onnxruntime==1.32.0'
-$(INFINITY_ONNX)/.installed:
-	@test -x $(INFINITY_ONNX)/bin/python || $(PYTHON) -m venv $(INFINITY_ONNX)
-	$(INFINITY_ONNX)/bin/python -m pip install -q --upgrade pip
-	@if [ -n "$(TORCH_SPEC)" ]; then $(INFINITY_ONNX)/bin/python -m pip install -q "$(TORCH_SPEC)"; fi
-	$(INFINITY_ONNX)/bin/python -m pip install -q $(INFINITY_ONNX_SPEC)
+
+# Both infinity venvs are built alike, each with the same torch wheel and its own requirements.
+$(INFINITY)/.installed: PEER_SPEC = '$(INFINITY_SPEC)'
+$(INFINITY_ONNX)/.installed: PEER_SPEC = $(INFINITY_ONNX_SPEC)
+$(INFINITY)/.installed $(INFINITY_ONNX)/.installed:
+	@test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(@D)/bin/python -m pip install -q "$(TORCH_SPEC)"; fi
+	$(@D)/bin/python -m pip install -q $(PEER_SPEC)
 	@touch $@
 
+infinity: $(INFINITY)/.installed
 infinity-onnx: $(INFINITY_ONNX)/.installed
 
 serve-bench: $(STAMP) $(INFINITY)/.installed

@@ -662,7 +662,7 @@ INFINITY_ENGINES = dict(torch='make infinity', optimum='make infinity-onnx')
 "infinity's CPU engines, and what builds a venv that runs each"
 
 def infinity_onnx_folder(folder:str|Path, # the checkpoint
-                         venv:str|Path, # infinity's venv with optimum in it
+                         bin_dir:Path, # the bin folder of infinity's venv, with optimum in it
                          root:Path, # where the folder goes
                         ) -> Path:
     "A folder under `root` with links to the checkpoint's files and, at its top, its ONNX export by optimum (`model.onnx`)"
@@ -670,7 +670,7 @@ def infinity_onnx_folder(folder:str|Path, # the checkpoint
     view.mkdir(parents=True)
     for f in folder.iterdir(): (view / f.name).symlink_to(f)
     if not (view / 'model.onnx').exists():
-        r = subprocess.run([str(Path(os.path.abspath(venv)) / 'bin' / 'optimum-cli'), 'export', 'onnx', '--model', str(folder), '--task', 'feature-extraction',
+        r = subprocess.run([str(bin_dir / 'optimum-cli'), 'export', 'onnx', '--model', str(folder), '--task', 'feature-extraction',
                             str(root / 'export')], capture_output=True, text=True, env={**os.environ, **INFINITY_ENV})
         if r.returncode or not (root / 'export' / 'model.onnx').exists():
             raise RuntimeError(f"optimum could not export {folder} to ONNX (exit code {r.returncode}):\n{(r.stdout + r.stderr)[-2000:]}")
@@ -691,7 +691,7 @@ def infinity_service(folder:str|Path, name:str, venv:str|Path='.venv-infinity',
     kw = dict(env=INFINITY_ENV)
     if engine == 'optimum':
         root = Path(tempfile.mkdtemp(prefix='gte_bench_infinity_'))
-        try: view = infinity_onnx_folder(folder, venv, root)
+        try: view = infinity_onnx_folder(folder, exe.parent, root)
         except BaseException: shutil.rmtree(root, ignore_errors=True); raise
         args['model_id'] = '.'
         kw = dict(env={**INFINITY_ENV, 'HF_HUB_CACHE': str(root / 'hf-cache')}, cwd=view, remove=[root])
